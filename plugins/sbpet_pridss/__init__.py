@@ -1,0 +1,1 @@
+"""Work in progress: no plugins registered yet."""
