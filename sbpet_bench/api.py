@@ -318,6 +318,10 @@ class MetricInput:
     embeddings_original: dict[str, np.ndarray]  # verifier -> (N, D) on the originals
     features: dict[str, np.ndarray]  # featurizer -> (N, D) on this condition's images
     features_original: dict[str, np.ndarray]  # featurizer -> (N, D) on the originals
+    # For attacker conditions (attacker != "none"), PrivacyProber's detection needs the
+    # scores before recovery and those of the originals put through the same attacker.
+    p_male_before_recovery: dict[str, np.ndarray] = field(default_factory=dict)  # (pet, none)
+    p_male_original_recovered: dict[str, np.ndarray] = field(default_factory=dict)  # (original, attacker)
     seed: int = 0
     bootstrap: int = 1000  # resamples for confidence intervals; 0 disables them
 
