@@ -1,1 +1,20 @@
-"""placeholder"""
+"""Weight-free evaluators: trained on the run's training split in seconds, no download needed.
+
+They are the fallback when the deep evaluators' models are absent, not a replacement for them.
+"""
+
+from sbpet_bench import hookimpl
+
+
+@hookimpl
+def sbpet_register_classifiers():
+    from .evaluators import HogLogisticGender
+
+    return [HogLogisticGender]
+
+
+@hookimpl
+def sbpet_register_verifiers():
+    from .evaluators import PcaWhitenedPixels
+
+    return [PcaWhitenedPixels]
