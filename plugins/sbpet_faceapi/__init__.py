@@ -1,1 +1,32 @@
-"""Work in progress: no plugins registered yet."""
+"""face-api.js networks in PyTorch: the default gender evaluator and verifier, and a gender probe.
+
+* ``faceapi-gender``: AgeGenderNet (TinyXception), P(male) from its gender head.
+* ``faceapi-resnet``: FaceRecognitionNet (dlib's ResNet-34), 128-D descriptors.
+* ``resnet-gender-probe``: logistic regression on ``faceapi-resnet`` embeddings,
+  for PETs that need a gender classifier of their own.
+
+Weights: the npm package @vladmandic/face-api (MIT), fetched by the model store.
+"""
+
+from sbpet_bench import hookimpl
+
+
+@hookimpl
+def sbpet_register_assets():
+    from .assets import ASSETS
+
+    return ASSETS
+
+
+@hookimpl
+def sbpet_register_classifiers():
+    from .plugin import FaceApiGender, ResnetGenderProbe  # lazy: keeps `sbpet list` fast
+
+    return [FaceApiGender, ResnetGenderProbe]
+
+
+@hookimpl
+def sbpet_register_verifiers():
+    from .plugin import FaceApiResnet
+
+    return [FaceApiResnet]
