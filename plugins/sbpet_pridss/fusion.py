@@ -1,0 +1,203 @@
+"""Pixel fusion: warp candidate faces onto an original and Poisson-blend their skin in.
+
+Everything here is batched torch over ``(N, ...)`` pairs and runs on any device.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .geometry import MEAN_SHAPE_90, region_masks
+
+# Points on a square around the canonical face (90x90 frame, 45 px beyond each side) so
+# the triangulation also covers hair and background, which then move rigidly.
+_BORDER_90 = tuple((x, y) for x in (-45.0, 45.0, 135.0) for y in (-45.0, 45.0, 135.0) if (x, y) != (45.0, 45.0))
+# Landmarks used for the similarity alignment: brows, nose, eyes, mouth (the jaw is
+# the least reliable on tight crops, where dlib places it at or past the image edge).
+_INNER = slice(17, 68)
+
+
+@lru_cache(maxsize=1)
+def _triangles() -> np.ndarray:
+    """Delaunay triangles (T, 3) over the canonical 68 landmarks plus the 8 border points."""
+    from scipy.spatial import Delaunay
+
+    return Delaunay(np.array(MEAN_SHAPE_90 + _BORDER_90)).simplices.astype(np.int64)
+
+
+def similarity(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity transforms (Umeyama, no reflection) mapping ``src`` to ``dst``.
+
+    ``(N, K, 2)`` point sets -> ``(N, 2, 3)`` matrices acting on ``(x, y, 1)``.
+    """
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)
+    s, d = src - mu_s, dst - mu_d
+    # For 2-D, the optimal rotation+scale is a complex number a + ib.
+    a = (s * d).sum((1, 2))
+    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(1)
+    norm = (s ** 2).sum((1, 2)).clamp(min=1e-8)
+    a, b = a / norm, b / norm
+    rot = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], -2)  # (N, 2, 2)
+    t = mu_d.squeeze(1) - (rot @ mu_s.squeeze(1).unsqueeze(-1)).squeeze(-1)
+    return torch.cat([rot, t.unsqueeze(-1)], -1)
+
+
+def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    return points @ matrix[:, :, :2].transpose(1, 2) + matrix[:, :, 2].unsqueeze(1)
+
+
+def with_border(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Append the 8 border points, placed by the similarity from the canonical shape to ``points``."""
+    canon = torch.tensor(MEAN_SHAPE_90, dtype=points.dtype, device=points.device) * (size / 90.0)
+    border = torch.tensor(_BORDER_90, dtype=points.dtype, device=points.device) * (size / 90.0)
+    m = similarity(canon[_INNER].expand(len(points), -1, -1), points[:, _INNER])
+    return torch.cat([points, _apply(m, border.expand(len(points), -1, -1))], 1)
+
+
+def barycentric_map(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every pixel of each destination shape ``(B, V, 2)``: its triangle and barycentric weights.
+
+    Returns ``tri`` (B, H*W) triangle indices and ``lam`` (B, H*W, 3). A pixel
+    outside every triangle takes the one it is least outside of (extrapolation).
+    """
+    tris = torch.as_tensor(_triangles(), device=points.device)
+    corners = points[:, tris]  # (B, T, 3, 2)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=points.dtype, device=points.device),
+                            torch.arange(width, dtype=points.dtype, device=points.device), indexing="ij")
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (P, 2)
+    a, b, c = corners[:, :, 0], corners[:, :, 1], corners[:, :, 2]  # (B, T, 2)
+    v0, v1 = b - a, c - a
+    det = v0[..., 0] * v1[..., 1] - v0[..., 1] * v1[..., 0]
+    det = torch.where(det.abs() < 1e-9, torch.full_like(det, 1e-9), det)
+    rel = pix.view(1, 1, -1, 2) - a.unsqueeze(2)  # (B, T, P, 2)
+    l1 = (rel[..., 0] * v1[..., 1].unsqueeze(-1) - rel[..., 1] * v1[..., 0].unsqueeze(-1)) / det.unsqueeze(-1)
+    l2 = (v0[..., 0].unsqueeze(-1) * rel[..., 1] - v0[..., 1].unsqueeze(-1) * rel[..., 0]) / det.unsqueeze(-1)
+    lam = torch.stack([1 - l1 - l2, l1, l2], -1)  # (B, T, P, 3)
+    tri = lam.amin(-1).argmax(1)  # (B, P): the triangle the pixel is most inside
+    lam = torch.gather(lam, 1, tri.view(len(points), 1, -1, 1).expand(-1, 1, -1, 3)).squeeze(1)
+    return tri, lam
+
+
+def warp_to(sources: torch.Tensor, source_points: torch.Tensor, tri: torch.Tensor, lam: torch.Tensor,
+            height: int, width: int) -> torch.Tensor:
+    """Piecewise-affine warp of ``sources`` (N, 3, h, w) with shapes ``source_points`` (N, V, 2)
+    onto destination geometries given by ``tri``/``lam`` from :func:`barycentric_map` (N rows)."""
+    tris = torch.as_tensor(_triangles(), device=sources.device)
+    vert = tris[tri]  # (N, P, 3) vertex indices per pixel
+    n, p = vert.shape[:2]
+    src_xy = torch.gather(source_points, 1, vert.reshape(n, -1, 1).expand(-1, -1, 2)).view(n, p, 3, 2)
+    xy = (lam.unsqueeze(-1) * src_xy).sum(2)  # (N, P, 2) source pixel positions
+    h, w = sources.shape[-2:]
+    grid = torch.stack([(xy[..., 0] + 0.5) / w * 2 - 1, (xy[..., 1] + 0.5) / h * 2 - 1], -1).view(n, height, width, 2)
+    return F.grid_sample(sources, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean/std transfer of ``source`` towards ``target`` over the soft region ``weight``."""
+    w = weight.unsqueeze(1)
+    total = w.sum((2, 3), keepdim=True).clamp(min=1e-6)
+
+    def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = (x * w).sum((2, 3), keepdim=True) / total
+        std = (((x - mean) ** 2 * w).sum((2, 3), keepdim=True) / total).sqrt().clamp(min=1e-3)
+        return mean, std
+
+    ms, ss = stats(source)
+    mt, st = stats(target)
+    return ((source - ms) * (st / ss).clamp(0.5, 2.0) + mt).clamp(0, 1)
+
+
+def _laplacian_system(region: np.ndarray):
+    """Sparse LU of the 5-point Laplacian restricted to ``region`` (H, W bool), Neumann at the image border.
+
+    Returns the factorisation, the flat indices of the unknowns and, per
+    direction, (unknown rows, neighbour flat indices) of neighbours outside the
+    region, whose fixed values feed the right-hand side.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import splu
+
+    h, w = region.shape
+    flat = np.flatnonzero(region.ravel())
+    index = np.full(h * w, -1, np.int64)
+    index[flat] = np.arange(len(flat))
+    ys, xs = np.divmod(flat, w)
+    rows, cols, degree, outside = [], [], np.zeros(len(flat)), []
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = ys + dy, xs + dx
+        ok = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        degree += ok
+        neighbour = np.where(ok, ny * w + nx, 0)
+        inner = ok & (index[neighbour] >= 0)
+        rows.append(np.flatnonzero(inner))
+        cols.append(index[neighbour[inner]])
+        fixed = ok & ~inner
+        outside.append((np.flatnonzero(fixed), neighbour[fixed]))
+    n = len(flat)
+    r = np.concatenate([np.arange(n)] + rows)
+    c = np.concatenate([np.arange(n)] + cols)
+    v = np.concatenate([degree + 1e-8, -np.ones(sum(len(x) for x in rows))])
+    return splu(coo_matrix((v, (r, c)), shape=(n, n)).tocsc()), flat, outside
+
+
+def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Seamless cloning: ``source``'s gradients inside ``region``, ``target`` elsewhere.
+
+    ``source``/``target`` are (B, M, 3, H, W): M sources per target image, and
+    ``region`` (B, H, W) bool is shared by the M sources of a row. Solves for the
+    harmonic correction f (Laplace f = 0 in the region, f = target - source on
+    its boundary; the image border is free, i.e. Neumann) and returns
+    ``source + f`` inside the region, ``target`` outside. The region depends
+    only on the original, so one sparse LU per original serves all 3M
+    right-hand sides. Solved on the CPU with SciPy (90x90 systems are small).
+    """
+    bsz, m, ch, h, w = source.shape
+    out = target.detach().to("cpu", torch.float64).numpy().copy()
+    diff = (target - source).detach().to("cpu", torch.float64).numpy().reshape(bsz, m * ch, h * w)
+    masks = region.detach().cpu().numpy()
+    src = source.detach().to("cpu", torch.float64).numpy().reshape(bsz, m * ch, h * w)
+    for i in range(bsz):  # one factorisation per original; its M candidates are solved together
+        if not masks[i].any():
+            continue
+        lu, flat, outside = _laplacian_system(masks[i])
+        rhs = np.zeros((len(flat), m * ch))
+        for rows, neighbours in outside:
+            np.add.at(rhs, rows, diff[i][:, neighbours].T)
+        correction = lu.solve(rhs)  # (n, M*3)
+        view = out[i].reshape(m * ch, h * w)
+        view[:, flat] = src[i][:, flat] + correction.T
+    return torch.from_numpy(out).to(device=source.device, dtype=source.dtype)
+
+
+def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
+         candidate_points: torch.Tensor) -> torch.Tensor:
+    """Fuse M candidates into each of B originals.
+
+    ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
+    (B, M, 3, h, w) with landmarks (B, M, 68, 2). Each candidate is aligned to
+    its original (similarity on the inner landmarks, then a piecewise-affine
+    warp over the shared triangulation); its colour-matched face skin (cheeks,
+    forehead, jaw, beard area) replaces the original's through Poisson blending
+    feathered by the soft skin mask, while the original's eyes and brows, nose,
+    mouth, hair and background stay. Returns (B, M, 3, H, W).
+    """
+    bsz, m = candidates.shape[:2]
+    _, ch, h, w = originals.shape
+    dst = with_border(original_points.float(), w)  # (B, V, 2)
+    src = with_border(candidate_points.reshape(bsz * m, 68, 2).float(), candidates.shape[-1])
+    tri, lam = barycentric_map(dst, h, w)
+    tri = tri.repeat_interleave(m, 0)
+    lam = lam.repeat_interleave(m, 0)
+    warped = warp_to(candidates.reshape(bsz * m, *candidates.shape[2:]).float(), src, tri, lam, h, w)
+
+    skin = region_masks(original_points.float(), h, w)["skin"]  # (B, H, W) soft
+    target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
+    warped = match_colour(warped, target.reshape(bsz * m, ch, h, w), skin.repeat_interleave(m, 0))
+    blended = poisson_blend(warped.view(bsz, m, ch, h, w), target, skin > 0.02)
+    # Feather the texture hand-over: Poisson already matches the values on the boundary.
+    alpha = skin.view(bsz, 1, 1, h, w)
+    return (alpha * blended + (1 - alpha) * target).clamp(0, 1)

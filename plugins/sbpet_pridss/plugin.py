@@ -1,0 +1,255 @@
+"""PriDSS: fuse an original's identity-bearing features with opposite-gender faces' global context.
+
+For each original, M candidate faces of the opposite gender are drawn from the
+pool; each is fused with the original (see :mod:`.fusion`), every fusion is
+scored with an internal gender classifier (P(male)) and face recogniser
+(cosine similarity SIM to the original), and the fusion with the lowest
+PIC = |2 P(male) - 1| - SIM is kept (:mod:`.selection`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginError, ProtectResult
+
+from .selection import select_lowest_pic
+
+SHAPE_PREDICTOR_ASSET = "dlib-shape-predictor-68"
+# Fused images scored at once: bounds memory whatever the batch size and M.
+_SCORE_CHUNK = 256
+
+
+def _encode_strings(items: list[str]) -> torch.Tensor:
+    """Strings as a uint8 tensor (state dicts hold tensors only)."""
+    return torch.tensor(list("\n".join(items).encode("utf-8")), dtype=torch.uint8)
+
+
+def _decode_strings(tensor: torch.Tensor) -> list[str]:
+    text = bytes(tensor.tolist()).decode("utf-8")
+    return text.split("\n") if text else []
+
+
+class PriDSS(PET):
+    name = "pridss"
+    version = "1"
+    description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
+                   "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
+    options = {
+        "backend": Option("pixel", "fusion backend: pixel (landmark warp + Poisson blending, CPU-friendly) "
+                          "or latent (StyleGAN2 style mixing)", choices=("pixel", "latent")),
+        "m": Option(10, "number of opposite-gender candidates fused and scored per image"),
+        "classifier": Option("resnet-gender-probe", "internal gender classifier for P(male) in the PIC"),
+        "verifier": Option("faceapi-resnet", "internal face recogniser for SIM in the PIC"),
+        "seed": Option(-1, "seed of the candidate draw; -1 uses the run's seed"),
+        "pool_max": Option(2000, "at most this many pool faces are kept (a seeded random subset)"),
+    }
+    models = (SHAPE_PREDICTOR_ASSET,)
+    requires = ("dlib", "scipy")
+    input_size = None  # works at the batch's size; the pool is resized to it
+    fits = True
+
+    def __init__(self, options: Mapping[str, Any] | None = None, context=None):
+        super().__init__(options, context)
+        if int(self.opts["m"]) < 1:
+            raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
+        self._geometry = None
+        self._latent = None
+        self._pool: dict[str, torch.Tensor] | None = None
+        self._pool_ids: list[str] = []
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def seed(self) -> int:
+        seed = int(self.opts["seed"])
+        return seed if seed >= 0 else (self.context.seed if self.context is not None else 0)
+
+    def geometry(self):
+        if self._geometry is None:
+            from .geometry import FaceGeometry
+
+            if self.context is None:
+                raise PluginError("pridss needs a plugin context to find its dlib model")
+            self._geometry = FaceGeometry(self.context.model_path(SHAPE_PREDICTOR_ASSET))
+        return self._geometry
+
+    def _evaluators(self):
+        try:
+            classifier = self.context.get_classifier(self.opts["classifier"])
+            verifier = self.context.get_verifier(self.opts["verifier"])
+        except KeyError as exc:
+            raise PluginError(f"pridss: internal evaluator unavailable ({exc}); set pridss.classifier / "
+                              "pridss.verifier to installed plugins") from exc
+        return classifier, verifier
+
+    def _latent_backend(self):
+        if self._latent is None:
+            from .latent.backend import LatentBackend  # lazy: heavy, and written separately
+
+            self._latent = LatentBackend(self.opts, self.context)
+        return self._latent
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, train: FaceSet, pool: FaceSet) -> None:
+        """Keep a seeded subset of the pool with its landmarks (pixel backend) or hand over (latent)."""
+        if self.opts["backend"] == "latent":
+            backend = self._latent_backend()
+            if hasattr(backend, "fit"):
+                backend.fit(train, pool)
+            return
+        if len(pool) == 0:
+            raise PluginError("pridss needs a candidate pool of faces, but the pool split is empty; "
+                              "use more identities or a lower --per-class")
+        rng = np.random.default_rng(self.seed)
+        keep = np.zeros(len(pool), bool)
+        keep[rng.permutation(len(pool))[: int(self.opts["pool_max"])]] = True
+        images, points, genders, ids = [], [], [], []
+        start = 0
+        for batch in pool.batches(64):
+            sel = torch.from_numpy(keep[start : start + len(batch)])
+            start += len(batch)
+            if not sel.any():
+                continue
+            x = batch.images[sel].cpu()
+            marks = self.geometry().landmarks(x)
+            found = marks.found
+            g = batch.genders[sel].cpu()
+            unknown = g < 0
+            if unknown.any():  # label unlabelled pool faces with the internal classifier
+                classifier, _ = self._evaluators()
+                p = classifier.predict_male(x[unknown].to(self.device)).cpu()
+                g = g.clone()
+                g[unknown] = (p > 0.5).long()
+            images.append((x[found] * 255).round().to(torch.uint8))
+            points.append(marks.points[found])
+            genders.append(g[found])
+            ids += [i for i, f in zip(np.array(batch.ids)[sel.numpy()].tolist(), found.tolist()) if f]
+        if not ids:
+            raise PluginError("pridss found no face landmarks in any pool image; check the pool images")
+        self._pool = {"images": torch.cat(images), "points": torch.cat(points), "genders": torch.cat(genders)}
+        self._pool_ids = ids
+        if self.context is not None:
+            self.context.log(f"pridss: {len(ids)} pool faces with landmarks "
+                             f"({int((self._pool['genders'] == 1).sum())} male, {int((self._pool['genders'] == 0).sum())} female)")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.opts["backend"] == "latent":
+            backend = self._latent_backend()
+            return dict(backend.state_dict()) if hasattr(backend, "state_dict") else {}
+        if self._pool is None:
+            return {}
+        return {"pool_images": self._pool["images"], "pool_points": self._pool["points"],
+                "pool_genders": self._pool["genders"], "pool_ids": _encode_strings(self._pool_ids)}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if self.opts["backend"] == "latent":
+            backend = self._latent_backend()
+            if hasattr(backend, "load_state_dict"):
+                backend.load_state_dict(state)
+            return
+        self._pool = {"images": state["pool_images"], "points": state["pool_points"].float(),
+                      "genders": state["pool_genders"].long()}
+        self._pool_ids = _decode_strings(state["pool_ids"])
+
+    # ------------------------------------------------------------------ protecting
+
+    def candidates_for(self, ids: list[str], genders: torch.Tensor) -> np.ndarray:
+        """Pool indices (B, M') of opposite-gender candidates, drawn from a seed per image id.
+
+        Seeding by id makes an image's candidates independent of its batch.
+        """
+        pool_genders = self._pool["genders"].numpy()
+        m = int(self.opts["m"])
+        by_gender = {g: np.flatnonzero(pool_genders == g) for g in (0, 1)}
+        short = min(len(v) for v in by_gender.values())
+        if short == 0:
+            missing = "female" if len(by_gender[0]) == 0 else "male"
+            raise PluginError(f"pridss: the candidate pool has no {missing} faces with landmarks")
+        m = min(m, short)
+        rows = []
+        for image_id, gender in zip(ids, genders.tolist()):
+            rng = np.random.default_rng([self.seed, zlib.crc32(image_id.encode("utf-8"))])
+            rows.append(rng.choice(by_gender[1 - gender], size=m, replace=False))
+        return np.stack(rows) if rows else np.zeros((0, m), np.int64)
+
+    def fused_candidates(self, batch: FaceBatch) -> dict[str, Any]:
+        """Fusions of every face with its M candidates, before selection (also used by tests).
+
+        Returns ``fused`` (B', M, 3, H, W) for the B' faces with landmarks,
+        ``rows`` (their positions in the batch), ``candidates`` (B', M) pool
+        indices, ``found`` (B,) and the original genders with their source.
+        """
+        from .fusion import fuse
+
+        if self._pool is None:
+            raise PluginError("pridss.protect called before fit (or load_state_dict)")
+        x = batch.images
+        b, _, h, w = x.shape
+        marks = self.geometry().landmarks(x.cpu())
+        genders = batch.genders.cpu().clone()
+        known = genders >= 0
+        if not bool(known.all()):
+            classifier, _ = self._evaluators()
+            p = classifier.predict_male(x[~known]).cpu()
+            genders[~known] = (p > 0.5).long()
+        rows = torch.nonzero(marks.found).flatten()
+        cand = self.candidates_for([batch.ids[i] for i in rows.tolist()], genders[rows])
+        m = cand.shape[1] if len(rows) else int(self.opts["m"])
+        pool_x = self._pool["images"][torch.from_numpy(cand.reshape(-1))].float() / 255.0 if len(rows) else x.new_zeros(0, 3, h, w)
+        pool_p = self._pool["points"][torch.from_numpy(cand.reshape(-1))] if len(rows) else x.new_zeros(0, 68, 2)
+        if len(rows) and pool_x.shape[-1] != w:  # pool stored at another size: follow the batch
+            pool_p = (pool_p + 0.5) * (w / pool_x.shape[-1]) - 0.5
+            pool_x = F.interpolate(pool_x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        device = x.device
+        fused = fuse(x[rows.to(device)].float(), marks.points[rows].to(device),
+                     pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2)) \
+            if len(rows) else x.new_zeros(0, m, 3, h, w)
+        return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
+                "gender_from_label": known}
+
+    def score(self, originals: torch.Tensor, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(male) and SIM to the original for (B, M) fusions, in chunks."""
+        classifier, verifier = self._evaluators()
+        b, m = fused.shape[:2]
+        flat = fused.reshape(b * m, *fused.shape[2:])
+        chunks = [flat[i : i + _SCORE_CHUNK] for i in range(0, len(flat), _SCORE_CHUNK)]
+        p = torch.cat([classifier.predict_male(c).float().cpu() for c in chunks])
+        e = torch.cat([verifier.embed(c).float().cpu() for c in chunks])
+        e0 = verifier.embed(originals).float().cpu()
+        return p.view(b, m), (e.view(b, m, -1) * e0.unsqueeze(1)).sum(-1)
+
+    def protect(self, batch: FaceBatch) -> ProtectResult:
+        if self.opts["backend"] == "latent":
+            return self._latent_backend().protect(batch)
+        out = batch.images.clone()
+        parts = self.fused_candidates(batch)
+        rows, fused = parts["rows"], parts["fused"]
+        if len(rows):
+            p_male, sim = self.score(batch.images[rows.to(batch.images.device)], fused)
+            chosen, pic = select_lowest_pic(p_male, sim)
+            out[rows.to(out.device)] = fused[torch.arange(len(rows), device=fused.device), chosen.to(fused.device)].to(out.dtype)
+        diagnostics: list[dict[str, Any]] = []
+        where = {int(r): k for k, r in enumerate(rows.tolist())}
+        for i in range(len(batch)):
+            base = {"backend": "pixel", "original_gender": int(parts["genders"][i]),
+                    "gender_source": "label" if bool(parts["gender_from_label"][i]) else "classifier"}
+            if i not in where:
+                diagnostics.append({**base, "face_found": False, "passed_through": True,
+                                    "reason": "dlib found no face; the image is returned unchanged"})
+                continue
+            k = where[i]
+            ids = [self._pool_ids[j] for j in parts["candidates"][k].tolist()]
+            c = int(chosen[k])
+            diagnostics.append({**base, "face_found": True, "candidate_ids": ids,
+                                "p_male": [round(float(v), 6) for v in p_male[k]],
+                                "similarity": [round(float(v), 6) for v in sim[k]],
+                                "pic": [round(float(v), 6) for v in pic[k]],
+                                "chosen": c, "chosen_id": ids[c]})
+        return ProtectResult(out.clamp(0, 1), diagnostics)

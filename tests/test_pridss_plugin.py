@@ -1,0 +1,162 @@
+"""PriDSS pixel backend: geometry on LFW3D, fusion, PIC selection, batching, pass-through."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import torch
+
+from sbpet_bench.api import GenderClassifier, Verifier
+from sbpet_bench.testing import load_lfw3d_sample, make_context
+
+from sbpet_pridss import sbpet_register_assets
+from sbpet_pridss.fusion import fuse
+from sbpet_pridss.geometry import FaceGeometry, installed_shape_predictor, polygon_mask, region_masks, MOUTH
+from sbpet_pridss.plugin import PriDSS
+
+
+class MeanGreyVerifier(Verifier):
+    """Stand-in recogniser: the mean-centred 16x16 grey image, L2-normalised."""
+
+    name = "test-grey"
+
+    def embed(self, images):
+        g = torch.nn.functional.adaptive_avg_pool2d(images.mean(1, keepdim=True), 16).flatten(1)
+        return torch.nn.functional.normalize(g - g.mean(1, keepdim=True), dim=1)
+
+
+class SkinToneClassifier(GenderClassifier):
+    """Stand-in gender classifier: darker, redder lower face -> higher P(male)."""
+
+    name = "test-tone"
+
+    def predict_male(self, images):
+        lower = images[:, :, images.shape[-2] // 2 :]
+        return torch.sigmoid(12 * (lower[:, 0].mean((1, 2)) - lower[:, 2].mean((1, 2)) - 0.15) + 6 * (0.5 - lower.mean((1, 2, 3))))
+
+
+@pytest.fixture(scope="module")
+def faces(lfw3d):
+    return load_lfw3d_sample(per_class=6, seed=11)
+
+
+@pytest.fixture(scope="module")
+def geometry():
+    return FaceGeometry(installed_shape_predictor())
+
+
+@pytest.fixture(scope="module")
+def pridss(lfw3d, tmp_path_factory):
+    ctx = make_context(tmp_path_factory.mktemp("pridss"), seed=3, model_path=lambda name: str(installed_shape_predictor()),
+                       plugins={"test-tone": SkinToneClassifier(), "test-grey": MeanGreyVerifier()})
+    plugin = PriDSS({"m": 3, "classifier": "test-tone", "verifier": "test-grey"}, ctx)
+    plugin.fit(None, load_lfw3d_sample(per_class=8, seed=11, skip=20))
+    return plugin
+
+
+def test_asset_matches_installed_model():
+    (asset,) = sbpet_register_assets()
+    path = installed_shape_predictor()
+    assert os.path.getsize(path) == asset.size
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == asset.sha256 and asset.default and asset.sources[0].endswith(path.name)
+
+
+def test_landmarks_and_masks_on_lfw3d(faces, geometry):
+    marks = geometry.landmarks(faces.images)
+    assert int(marks.found.sum()) >= len(faces) - 1
+    pts = marks.points[marks.found]
+    # eyes above the nose tip above the mouth, inside the crop
+    assert bool((pts[:, 36:48, 1].mean(1) < pts[:, 33, 1]).all() and (pts[:, 33, 1] < pts[:, 48:60, 1].mean(1)).all())
+    assert bool(((pts[:, 17:] > -2) & (pts[:, 17:] < 92)).all())
+    masks = region_masks(pts, 90, 90)
+    for name, m in masks.items():
+        assert m.shape == (len(pts), 90, 90) and float(m.min()) >= 0 and float(m.max()) <= 1, name
+    core = {k: masks[k] > 0.5 for k in ("eyes", "nose", "mouth")}
+    area = {k: v.float().sum((1, 2)) for k, v in core.items()}
+    assert bool((area["eyes"] > 100).all() and (area["mouth"] > 30).all())
+    assert float((core["eyes"] & core["mouth"]).float().sum()) == 0
+    # grown nose and mouth may touch at the philtrum, but only there
+    assert bool(((core["nose"] & core["mouth"]).float().sum((1, 2)) < 0.3 * area["mouth"]).all())
+    # skin and features barely overlap; face + hair/background partition the image
+    features = torch.maximum(torch.maximum(masks["eyes"], masks["nose"]), masks["mouth"])
+    assert float(((masks["skin"] > 0.3) & (features > 0.3)).float().mean()) < 0.1
+    assert torch.allclose(masks["face"] + masks["hair_background"], torch.ones(1))
+    assert float((masks["skin"] > 0.5).float().mean()) > 0.25
+
+
+def test_no_face_in_flat_or_noise(geometry):
+    images = torch.cat([torch.full((1, 3, 90, 90), 0.5), torch.rand(2, 3, 90, 90, generator=torch.Generator().manual_seed(0))])
+    assert not bool(geometry.landmarks(images).found.any())
+
+
+def test_polygon_mask_fills_square():
+    square = torch.tensor([[[2.0, 2.0], [7.0, 2.0], [7.0, 7.0], [2.0, 7.0]]])
+    m = polygon_mask(square, 10, 10)
+    assert int(m.sum()) == 25 and m[0, 3, 3] == 1 and m[0, 8, 8] == 0
+
+
+def test_fusion_keeps_features_and_changes_skin(faces, geometry):
+    marks = geometry.landmarks(faces.images)
+    idx = torch.nonzero(marks.found).flatten()
+    orig, cand = idx[:3], idx[-3:]  # males first, females last in the sample
+    fused = fuse(faces.images[orig], marks.points[orig], faces.images[cand].unsqueeze(1), marks.points[cand].unsqueeze(1))[:, 0]
+    masks = region_masks(marks.points[orig], 90, 90)
+    diff = (fused - faces.images[orig]).abs().mean(1)  # (B, H, W)
+    for name in ("eyes", "mouth", "nose"):
+        keep = masks[name] > 0.999
+        assert float(diff[keep].max()) < 1e-4, name
+    skin = masks["skin"] > 0.9
+    assert float(diff[skin].mean()) > 0.02
+    # hair and background stay too
+    assert float(diff[masks["hair_background"] > 0.999].max()) < 1e-4
+    mouth_core = polygon_mask(marks.points[orig][:, list(MOUTH)], 90, 90) > 0
+    assert float(diff[mouth_core].max()) < 1e-4
+
+
+def test_selection_picks_lowest_pic(pridss, faces):
+    batch = faces.all()
+    parts = pridss.fused_candidates(batch)
+    fused, rows = parts["fused"], parts["rows"]
+    p = SkinToneClassifier().predict_male(fused.flatten(0, 1)).view(fused.shape[:2])
+    e = MeanGreyVerifier().embed(fused.flatten(0, 1)).view(*fused.shape[:2], -1)
+    sim = (e * MeanGreyVerifier().embed(batch.images[rows]).unsqueeze(1)).sum(-1)
+    expected = ((2 * p - 1).abs() - sim).argmin(1)
+    result = pridss.protect(batch)
+    assert torch.allclose(result.images[rows], fused[torch.arange(len(rows)), expected], atol=1e-6)
+    for k, r in enumerate(rows.tolist()):
+        diag = result.diagnostics[r]
+        assert diag["chosen"] == int(expected[k]) and len(diag["candidate_ids"]) == 3
+        assert diag["pic"][diag["chosen"]] == min(diag["pic"])
+        # candidates are of the opposite gender, from the pool
+        assert all(cid not in batch.ids for cid in diag["candidate_ids"])
+    genders = dict(zip(pridss._pool_ids, pridss._pool["genders"].tolist()))
+    assert all(genders[c] != int(batch.genders[r]) for r in rows.tolist() for c in result.diagnostics[r]["candidate_ids"])
+
+
+def test_batched_equals_unbatched_and_no_face_passes_through(pridss, faces):
+    grey = torch.full((1, 3, 90, 90), 0.4)
+    images = torch.cat([faces.images[:2], grey, faces.images[-2:]])
+    from sbpet_bench.api import FaceBatch
+
+    ids = faces.ids[:2] + ["flat"] + faces.ids[-2:]
+    genders = torch.cat([faces.genders[:2], torch.tensor([-1]), faces.genders[-2:]])
+    whole = pridss.protect(FaceBatch(images, genders, ["x"] * 5, ids))
+    assert torch.equal(whole.images[2], images[2])
+    assert whole.diagnostics[2]["face_found"] is False and whole.diagnostics[2]["passed_through"] is True
+    assert whole.diagnostics[2]["gender_source"] == "classifier"
+    singles = [pridss.protect(FaceBatch(images[i : i + 1], genders[i : i + 1], ["x"], ids[i : i + 1])) for i in range(5)]
+    assert torch.allclose(whole.images, torch.cat([s.images for s in singles]), atol=1e-5)
+    assert [d.get("candidate_ids") for d in whole.diagnostics] == [s.diagnostics[0].get("candidate_ids") for s in singles]
+    assert not torch.allclose(whole.images[0], images[0], atol=0.01)
+
+
+def test_state_dict_round_trip(pridss, faces, tmp_path):
+    state = pridss.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    clone = PriDSS(pridss.opts, pridss.context)
+    clone.load_state_dict(state)
+    batch = faces.all()
+    assert torch.equal(clone.protect(batch).images, pridss.protect(batch).images)
