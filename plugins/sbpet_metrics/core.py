@@ -156,11 +156,11 @@ def enough_nonmated(n_nonmated: int, target: float) -> bool:
     return n_nonmated * target >= 1.0 - 1e-9
 
 
-def cosine_pairs(probe: np.ndarray, reference: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 262144) -> np.ndarray:
+def cosine_pairs(probe: np.ndarray, reference: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Cosine similarity of ``probe[a[k]]`` and ``reference[b[k]]`` for every pair k (rows unit-normalised first)."""
     p, r = normalise_rows(probe).astype(np.float32), normalise_rows(reference).astype(np.float32)
     out = np.empty(len(a), dtype=np.float32)
-    for start in range(0, len(a), chunk):  # chunks bound the gathered (chunk, D) copies
+    for start in range(0, len(a), chunk):  # small chunks keep the gathered (chunk, D) copies in cache
         sl = slice(start, start + chunk)
         out[sl] = np.einsum("ij,ij->i", p[a[sl]], r[b[sl]])
     return out.astype(np.float64)

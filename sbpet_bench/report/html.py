@@ -1,0 +1,217 @@
+"""One self-contained HTML page: no network, inline CSS/JS, plots and images as data: URIs.
+
+Every string that comes from a run (plugin names, options, file names, diagnostics)
+goes through :func:`e` (html.escape). A Content-Security-Policy allows only the
+page's own script (by hash) and data: images, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .leaderboard import Leaderboard, fmt, is_number
+from .plots import det_figures, privacy_utility_figures, roc_figures
+
+MAX_SAMPLES = 32
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+.wrap{overflow-x:auto}table{border-collapse:collapse;font-size:12px}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}td.name,th.name{text-align:left}
+tr.ref td{background:#f8f8ff;font-style:italic}tr.failed td{color:#a00}
+td.best{font-weight:bold;background:#eaf6ea}.meta td,.meta th{text-align:left;white-space:normal}
+.plots img{max-width:520px;margin:4px;border:1px solid #eee}
+.grid td{vertical-align:top;text-align:center}.grid img{width:112px;height:112px;image-rendering:pixelated}
+.cap{font-size:11px;color:#444;text-align:left}.missing{width:112px;height:112px;background:#eee;display:inline-block}
+details{margin:2px 0}pre{white-space:pre-wrap;font-size:11px}
+"""
+
+JS = """
+(function(){
+function val(td){var v=td.getAttribute('data-v');if(v===null||v==='')return null;var f=parseFloat(v);return isNaN(f)?v.toLowerCase():f;}
+function sortBy(t,i,asc){var b=t.tBodies[0],rows=Array.prototype.slice.call(b.rows);
+rows.sort(function(r,s){var x=val(r.cells[i]),y=val(s.cells[i]);if(x===null)return 1;if(y===null)return -1;
+if(x<y)return asc?-1:1;if(x>y)return asc?1:-1;return 0;});
+rows.forEach(function(r){b.appendChild(r);});
+Array.prototype.forEach.call(t.tHead.rows[0].cells,function(h,j){h.setAttribute('aria-sort',j===i?(asc?'ascending':'descending'):'none');});}
+var t=document.getElementById('leaderboard');if(!t)return;
+Array.prototype.forEach.call(t.tHead.rows[0].cells,function(th,i){th.addEventListener('click',function(){sortBy(t,i,th.getAttribute('aria-sort')!=='ascending');});});
+var m=/sort=(-?)(\\d+)/.exec(location.hash);if(m)sortBy(t,parseInt(m[2],10),m[1]!=='-');
+document.body.setAttribute('data-ready','1');
+})();
+"""
+
+
+def e(x: Any) -> str:
+    return escape(str(x), quote=True)
+
+
+def _data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def _image_uri(run_dir: Path | None, rel: str) -> str | None:
+    """A sample image as a data: URI; only files inside the run directory (results.json is not trusted with paths)."""
+    if run_dir is None or not rel:
+        return None
+    root = run_dir.resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    mime = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}.get(path.suffix.lower())
+    return _data_uri(path.read_bytes(), mime) if mime else None
+
+
+def _leaderboard_table(board: Leaderboard) -> str:
+    head = ['<th class="name" title="PET → attacker">condition</th>', '<th title="images scored">N</th>']
+    for c in board.columns:
+        tip = {True: "higher is better", False: "lower is better"}.get(c.higher_is_better, "neither higher nor lower is better")  # type: ignore[arg-type]
+        head.append(f'<th title="{e(c.convention + " (" + tip + ")")}">{e(c.label)}</th>')
+    body = []
+    for r in board.rows:
+        cls = "ref" if r.is_reference else ("failed" if r.status != "ok" else "")
+        tds = [f'<td class="name" data-v="{e(r.label)}">{e(r.label)}{"" if r.status == "ok" else " (" + e(r.status) + ")"}</td>',
+               f'<td data-v="{e(r.n_images if r.n_images is not None else "")}">{e(r.n_images if r.n_images is not None else "")}</td>']
+        for c in board.columns:
+            cell = r.cells.get(c.key)
+            if cell is None or cell.value is None:
+                tds.append('<td data-v=""></td>')
+                continue
+            v = cell.value if is_number(cell.value) else ""
+            tip = f"95% CI [{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]" if is_number(cell.ci_low) else ""
+            tip += f" n={cell.n}" if cell.n is not None else ""
+            tds.append(f'<td data-v="{e(v)}"{" class=best" if cell.best else ""} title="{e(tip.strip())}">{e(cell.text())}</td>')
+        body.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
+    return f'<div class="wrap"><table id="leaderboard" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _figures(figs: list[tuple[str, bytes]], empty: str) -> str:
+    if not figs:
+        return f"<p>{e(empty)}</p>"
+    return '<div class="plots">' + "".join(f'<img alt="{e(title)}" title="{e(title)}" src="{_data_uri(png)}">' for title, png in figs) + "</div>"
+
+
+def _column_order(samples: list[dict[str, Any]], results: dict[str, Any]) -> list[str]:
+    """original | each PET | each PET → attacker, in the order of the run's conditions."""
+    keys: list[str] = []
+    for s in samples:
+        for k in s.get("images", {}):
+            if k not in keys:
+                keys.append(k)
+    order = {f"{c.get('pet')}/{c.get('attacker', 'none')}": i for i, c in enumerate(results.get("conditions", []))}
+    return sorted(keys, key=lambda k: (k != "original/none", not k.endswith("/none"), order.get(k, len(order)), k))
+
+
+def _caption(sample: dict[str, Any], key: str) -> str:
+    lines = [f"P(male) {e(c)}: {fmt(p)}" for c, p in sorted((sample.get("p_male", {}).get(key) or {}).items())]
+    lines += [f"sim {e(v)}: {fmt(s)}" for v, s in sorted((sample.get("similarity", {}).get(key) or {}).items())]
+    return "<br>".join(lines)
+
+
+def _diagnostics(sample: dict[str, Any]) -> str:
+    diag = sample.get("diagnostics") or {}
+    if not diag:
+        return ""
+    parts = []
+    for key, d in sorted(diag.items()):
+        rows = "".join(f"<tr><th>{e(k)}</th><td>{e(_short(v))}</td></tr>" for k, v in (d.items() if isinstance(d, dict) else [("value", d)]))
+        parts.append(f"<details><summary>{e(key)} diagnostics</summary><table class=meta>{rows}</table></details>")
+    return "".join(parts)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        return fmt(v)
+    text = json.dumps(v, default=str) if not isinstance(v, str) else v
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _image_grid(results: dict[str, Any], run_dir: Path | None) -> str:
+    samples = results.get("samples") or []
+    if not samples:
+        return "<p>No sample images in this run.</p>"
+    shown = samples[:MAX_SAMPLES]
+    keys = _column_order(shown, results)
+    head = "<th>face</th>" + "".join(f"<th>{e(k.replace('/none', '').replace('/', ' → '))}</th>" for k in keys)
+    rows = []
+    for s in shown:
+        gender = {1: "male", 0: "female"}.get(s.get("gender"), "?")
+        cells = [f'<td class="cap">{e(s.get("identity", ""))}<br>{e(gender)}<br><small>{e(s.get("id", ""))}</small>{_diagnostics(s)}</td>']
+        for k in keys:
+            rel = (s.get("images") or {}).get(k)
+            uri = _image_uri(run_dir, rel) if rel else None
+            img = f'<img alt="{e(k)}" src="{uri}">' if uri else '<span class="missing" title="image missing"></span>'
+            cells.append(f'<td>{img}<div class="cap">{_caption(s, k)}</div></td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    note = f"<p>First {len(shown)} of {len(samples)} samples.</p>" if len(samples) > len(shown) else ""
+    return f'{note}<div class="wrap"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _meta(results: dict[str, Any]) -> str:
+    ds, cfg = results.get("dataset") or {}, results.get("config") or {}
+    items = [("sbpet", results.get("sbpet_version")), ("created", results.get("created")), ("git commit", results.get("git_commit")),
+             ("command", " ".join(map(str, results.get("command") or []))),
+             ("data", f"{ds.get('path', '')} ({ds.get('source', '')}), fingerprint {ds.get('fingerprint', '')}"),
+             ("images", f"{ds.get('n_eval', '')} evaluated, {ds.get('n_train', '')} train, {ds.get('n_pool', '')} pool, {len(ds.get('skipped') or [])} skipped"),
+             ("protocol", f"per_class={cfg.get('per_class')}, seed={cfg.get('seed')}, image_size={cfg.get('image_size')}, bootstrap={cfg.get('bootstrap')}, device={cfg.get('device')}")]
+    if results.get("runs"):
+        items.append(("merged runs", ", ".join(str(r.get("dir", "")) for r in results["runs"])))
+    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v if v is not None else '')}</td></tr>" for k, v in items)
+    return f"<table class=meta>{rows}</table>"
+
+
+def _plugins(results: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{e(p.get('kind', ''))}</td><td>{e(p.get('name', ''))}</td><td>{e(p.get('version', ''))}</td><td>{e(p.get('origin', ''))}</td>"
+        f"<td><pre>{e(json.dumps(p.get('options') or {}, sort_keys=True, default=str))}</pre></td><td>{e(', '.join(map(str, p.get('models') or {})))}</td></tr>"
+        for p in results.get("plugins") or [])
+    return f"<table class=meta><tr><th>kind</th><th>name</th><th>version</th><th>origin</th><th>options</th><th>models</th></tr>{rows}</table>" if rows else "<p>None recorded.</p>"
+
+
+def _problems(results: dict[str, Any]) -> str:
+    items = [f"warning: {w}" for w in results.get("warnings") or []]
+    for c in results.get("conditions") or []:
+        items += [f"{c.get('pet')}/{c.get('attacker')}: {err.get('plugin', '')} {err.get('stage', '')}: {err.get('message', '')}" for err in c.get("errors") or []]
+    items += [f"error: {err.get('message', err) if isinstance(err, dict) else err}" for err in results.get("errors") or []]
+    return "<ul>" + "".join(f"<li>{e(i)}</li>" for i in items) + "</ul>" if items else "<p>None.</p>"
+
+
+def _conventions(board: Leaderboard) -> str:
+    seen: dict[str, str] = {}
+    for c in board.columns:
+        seen.setdefault(c.metric, c.convention)
+    return "<dl>" + "".join(f"<dt><b>{e(m)}</b></dt><dd>{e(text)}</dd>" for m, text in seen.items()) + "</dl>"
+
+
+def render_html(results: dict[str, Any], board: Leaderboard, run_dir: Path | None) -> str:
+    script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
+    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
+    title = f"sbpet report — {(results.get('dataset') or {}).get('path', '')}"
+    n_fail = sum(1 for r in board.rows if r.status != "ok")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{e(csp)}">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{e(title)}</title><style>{CSS}</style></head>
+<body><h1>{e(title)}</h1>
+{_meta(results)}
+<h2>Leaderboard</h2>
+<p>{len(board.rows)} conditions{f", {n_fail} failed" if n_fail else ""}. ↑ higher is better, ↓ lower is better; value ± half the 95% bootstrap CI (hover for the interval);
+best of the protected conditions in bold (the originals row, in italics, is the reference). Click a header to sort.</p>
+{_leaderboard_table(board)}
+<h2>Privacy vs utility</h2>{_figures(privacy_utility_figures(results), "Needs privacy_auc (gender metric) and eer (verification metric).")}
+<h2>ROC curves (gender classifiers)</h2>{_figures(roc_figures(results), "No ROC curves in these results.")}
+<h2>DET curves (verifiers)</h2>{_figures(det_figures(results), "No DET curves in these results.")}
+<h2>Sample images</h2><p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine similarity to the original per verifier.</p>
+{_image_grid(results, run_dir)}
+<h2>Metric conventions</h2>{_conventions(board)}
+<h2>Plugins</h2>{_plugins(results)}
+<h2>Warnings and errors</h2>{_problems(results)}
+<script>{JS}</script>
+</body></html>
+"""

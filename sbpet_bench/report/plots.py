@@ -1,0 +1,130 @@
+"""Report figures (matplotlib, Agg, no pyplot state), returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .leaderboard import is_number
+
+
+def _safe(text: str) -> str:
+    """Plain text for matplotlib: a '$' in a plugin name must not start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _condition_label(cond: dict[str, Any]) -> str:
+    pet, attacker = cond.get("pet", ""), cond.get("attacker", "none")
+    label = pet if attacker in ("", "none") else f"{pet} → {attacker}"
+    return f"{label} [{cond['run']}]" if cond.get("run") else label
+
+
+def _metrics(results: dict[str, Any], metric: str):
+    for cond in results.get("conditions", []):
+        for m in cond.get("metrics", []):
+            if m.get("metric") == metric:
+                yield cond, m
+
+
+def roc_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """One ROC plot per classifier, a curve per condition (from the gender metric's extra)."""
+    by_clf: dict[str, list] = {}
+    for cond, m in _metrics(results, "auc"):
+        roc = (m.get("extra") or {}).get("roc")
+        if roc and roc.get("x"):
+            by_clf.setdefault(m.get("evaluator", ""), []).append((cond, m, roc))
+    out = []
+    for clf, curves in sorted(by_clf.items()):
+        fig = Figure(figsize=(4.8, 4.2))
+        ax = fig.add_subplot()
+        for cond, m, roc in curves:
+            ax.plot(roc["x"], roc["y"], lw=1.4, label=_safe(f"{_condition_label(cond)} (AUC {m['value']:.3f})"))
+        ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+        ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)", title=_safe(f"ROC — {clf}"), xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(fontsize=7, loc="lower right")
+        out.append((f"ROC curves, classifier {clf}", _png(fig)))
+    return out
+
+
+def det_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """One DET plot (log axes) per verifier and protocol, a curve per condition."""
+    groups: dict[tuple[str, str], list] = {}
+    for cond, m in _metrics(results, "eer"):
+        det = (m.get("extra") or {}).get("det")
+        if det and det.get("fmr"):
+            groups.setdefault((m.get("evaluator", ""), m.get("protocol", "")), []).append((cond, m, det))
+    out = []
+    for (verifier, protocol), curves in sorted(groups.items()):
+        fig = Figure(figsize=(4.8, 4.2))
+        ax = fig.add_subplot()
+        for cond, m, det in curves:
+            pts = [(x, y) for x, y in zip(det["fmr"], det["fnmr"]) if x > 0 and y > 0]  # log axes
+            if pts:
+                ax.plot(*zip(*pts), lw=1.4, label=_safe(f"{_condition_label(cond)} (EER {m['value']:.3f})"))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="FMR", ylabel="FNMR", title=_safe(f"DET — {verifier}\n{protocol}"), xlim=(1e-3, 1), ylim=(1e-3, 1))
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
+        ax.legend(fontsize=7, loc="lower left")
+        out.append((f"DET curves, verifier {verifier}, protocol {protocol}", _png(fig)))
+    return out
+
+
+def privacy_utility_figures(results: dict[str, Any], max_figures: int = 4) -> list[tuple[str, bytes]]:
+    """Privacy AUC (x) against EER (y) per classifier x verifier: a point per PET, an arrow to each attack on it.
+
+    The EER uses the other-image protocol where present (it also has the originals' baseline).
+    """
+    values: dict[tuple[str, str, str], dict[tuple[str, str, str], float]] = {}  # (metric, evaluator, protocol) -> condition -> value
+    for cond in results.get("conditions", []):
+        key = (cond.get("pet", ""), cond.get("attacker", "none"), cond.get("run", ""))
+        for m in cond.get("metrics", []):
+            if m.get("metric") in ("privacy_auc", "eer") and is_number(m.get("value")):
+                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[key] = m["value"]
+    clfs = sorted(e for (metric, e, _) in values if metric == "privacy_auc")
+    protocols = {p for (metric, _, p) in values if metric == "eer"}
+    protocol = "protected-vs-other-image" if "protected-vs-other-image" in protocols else next(iter(sorted(protocols)), None)
+    vers = sorted(e for (metric, e, p) in values if metric == "eer" and p == protocol)
+    out = []
+    for clf in clfs:
+        for ver in vers:
+            if len(out) >= max_figures:
+                return out
+            xs, ys = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
+            conds = [k for k in xs if k in ys]
+            if not conds:
+                continue
+            fig = Figure(figsize=(5.2, 4.4))
+            ax = fig.add_subplot()
+            for k in conds:
+                pet, attacker, run = k
+                label = pet + (f" [{run}]" if run else "")
+                if pet == "original":
+                    ax.scatter(xs[k], ys[k], marker="*", s=140, c="black", zorder=3)
+                    ax.annotate("originals", (xs[k], ys[k]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+                elif attacker in ("", "none"):
+                    ax.scatter(xs[k], ys[k], s=40, zorder=3)
+                    ax.annotate(_safe(label), (xs[k], ys[k]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+                else:
+                    base = (pet, "none", run)
+                    ax.scatter(xs[k], ys[k], marker="x", c="grey", s=30, zorder=2)
+                    ax.annotate(_safe(f"{label} → {attacker}"), (xs[k], ys[k]), fontsize=7, color="grey", xytext=(4, -10), textcoords="offset points")
+                    if base in xs and base in ys:
+                        ax.annotate("", (xs[k], ys[k]), (xs[base], ys[base]), arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8})
+            ax.axvline(0.5, ls=":", c="grey", lw=1)
+            ax.set(xlabel=_safe(f"privacy AUC ({clf}) — 0.5 is ideal"), ylabel=_safe(f"EER ({ver}) — lower keeps identity"),
+                   title=_safe(f"privacy vs utility ({protocol})"))
+            ax.set_xlim(0.45, 1.02)
+            top = max(ys[k] for k in conds)
+            ax.set_ylim(-0.02, max(0.1, min(0.55, top * 1.15 + 0.02)) if math.isfinite(top) else 0.55)
+            out.append((f"Privacy-utility: privacy AUC ({clf}) vs EER ({ver}, {protocol})", _png(fig)))
+    return out
