@@ -358,7 +358,9 @@ class Run:
             "errors": self.errors,
             "warnings": self.warnings,
         }
-        atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, default=_json_default))
+        # JSON has no NaN: undefined numbers (e.g. FNMR where FMR cannot be reached) are stored as null.
+        results = _strict_json(_plain(results))
+        atomic_write_text(self.out / "results.json", json.dumps(results, indent=1, allow_nan=False))
         self.report_files = self._write_reports(results)
         self.reporter.summary(results)
         return results
@@ -610,7 +612,7 @@ class Run:
         metric_plugins = []
         for name in metrics:
             try:
-                metric_plugins.append((name, host.get("metric", name)[0]))
+                metric_plugins.append((name, *host.get("metric", name)))
             except Exception as exc:  # noqa: BLE001
                 self._error(name, "metric", "load", None, exc)
 
@@ -635,12 +637,20 @@ class Run:
                 p_male_before_recovery=cat(before.p_male) if cond.attacker != NONE and before and not before.failed else {},
                 p_male_original_recovered=cat(orig_rec.p_male) if cond.attacker != NONE and orig_rec and not orig_rec.failed else {},
                 seed=self.cfg.seed, bootstrap=self.cfg.bootstrap)
-            for name, plugin in metric_plugins:
+            digest = _digest_input(data)
+            for name, plugin, mkey in metric_plugins:
+                cache_key = stable_hash("metric", mkey, digest)
+                cached = host.cache.get_json("metrics", cache_key)
+                if cached is not None:
+                    row["metrics"] += cached
+                    continue
                 try:
-                    values = plugin.compute(data)
-                    row["metrics"] += [asdict(v) if isinstance(v, MetricValue) else v for v in values]
+                    values = [_plain(asdict(v) if isinstance(v, MetricValue) else v) for v in plugin.compute(data)]
                 except Exception as exc:  # noqa: BLE001
                     row["errors"].append(self._error(name, "metric", f"compute {key}", None, exc))
+                    continue
+                host.cache.put_json("metrics", cache_key, values)
+                row["metrics"] += values
             self._sample_scores(cond, data, rows)
         return out
 
@@ -668,6 +678,39 @@ class Run:
             self.warnings.append(f"reports not written: {exc}")
             return []
         return write_reports(results, self.out)
+
+
+def _digest_input(data: MetricInput) -> str:
+    """A hash of everything a metric sees, so that unchanged conditions reuse their metrics."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in sorted(vars(data).items()):
+        h.update(name.encode())
+        items = sorted(value.items()) if isinstance(value, dict) else [("", value)]
+        for key, item in items:
+            h.update(str(key).encode())
+            if isinstance(item, np.ndarray):
+                h.update(str(item.dtype).encode() + str(item.shape).encode())
+                h.update(np.ascontiguousarray(item).tobytes() if item.dtype != object else str(item.tolist()).encode())
+            else:
+                h.update(repr(item).encode())
+    return h.hexdigest()[:24]
+
+
+def _strict_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars and arrays become Python numbers and lists."""
+    return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

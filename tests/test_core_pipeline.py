@@ -25,19 +25,6 @@ def registry():
     return load_registry([str(FAULTY)])
 
 
-@pytest.fixture(scope="module")
-def small_data(lfw3d, tmp_path_factory) -> Path:
-    """A folders-layout copy of 160 LFW3D images (a temporary folder, never the repo)."""
-    root = tmp_path_factory.mktemp("faces")
-    males = sorted(set((lfw3d / "male_names.txt").read_text().split()) - set((lfw3d / "female_names.txt").read_text().split()))
-    females = sorted(set((lfw3d / "female_names.txt").read_text().split()) - set(males))
-    for sub, names in (("male", males[::60][:80]), ("female", females[::18][:80])):
-        (root / sub).mkdir()
-        for name in names:
-            shutil.copy(lfw3d / "images" / name.rsplit("_", 1)[0] / name, root / sub / name)
-    return root
-
-
 def _cfg(data: Path, out: Path, **kw) -> RunConfig:
     base = dict(data=str(data), out=str(out), per_class=12, train_per_class=40, pool_per_class=8, batch_size=8,
                 bootstrap=20, classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[], quiet=True,
