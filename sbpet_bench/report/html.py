@@ -109,6 +109,11 @@ def _column_order(samples: list[dict[str, Any]], results: dict[str, Any]) -> lis
     return sorted(keys, key=lambda k: (k != "original/none", not k.endswith("/none"), order.get(k, len(order)), k))
 
 
+def _key_label(key: str) -> str:
+    pet, _, attacker = key.rpartition("/")  # PET names may contain '/', attacker names are last
+    return pet if attacker in ("", "none") else f"{pet} → {attacker}"
+
+
 def _caption(sample: dict[str, Any], key: str) -> str:
     lines = [f"P(male) {e(c)}: {fmt(p)}" for c, p in sorted((sample.get("p_male", {}).get(key) or {}).items())]
     lines += [f"sim {e(v)}: {fmt(s)}" for v, s in sorted((sample.get("similarity", {}).get(key) or {}).items())]
@@ -139,7 +144,7 @@ def _image_grid(results: dict[str, Any], run_dir: Path | None) -> str:
         return "<p>No sample images in this run.</p>"
     shown = samples[:MAX_SAMPLES]
     keys = _column_order(shown, results)
-    head = "<th>face</th>" + "".join(f"<th>{e(k.replace('/none', '').replace('/', ' → '))}</th>" for k in keys)
+    head = "<th>face</th>" + "".join(f"<th>{e(_key_label(k))}</th>" for k in keys)
     rows = []
     for s in shown:
         gender = {1: "male", 0: "female"}.get(s.get("gender"), "?")
