@@ -213,6 +213,10 @@ class Plugin:
     models: ClassVar[tuple[str, ...]] = ()  # asset names this plugin loads
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules this plugin needs
     input_size: ClassVar[int | None] = None  # preferred square input size; None = any
+    # Evaluators only: how `sbpet run` picks defaults when no --classifiers/--verifiers/--featurizers
+    # are given. "primary": used when its models are present; "fallback": used (with a notice) when
+    # no primary one is; "when-present": added whenever its models are present; "": never by default.
+    evaluator_role: ClassVar[str] = ""
 
     def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
         declared = {key: opt.default for key, opt in self.options.items()}
