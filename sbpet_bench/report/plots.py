@@ -67,12 +67,11 @@ def det_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
         fig = Figure(figsize=(4.8, 4.2))
         ax = fig.add_subplot()
         for cond, m, det in curves:
-            pts = [(x, y) for x, y in zip(det["fmr"], det["fnmr"]) if x > 0 and y > 0]  # log axes
-            if pts:
-                ax.plot(*zip(*pts), lw=1.4, label=_safe(f"{_condition_label(cond)} (EER {m['value']:.3f})"))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set(xlabel="FMR", ylabel="FNMR", title=_safe(f"DET — {verifier}\n{protocol}"), xlim=(1e-3, 1), ylim=(1e-3, 1))
+            ax.plot(det["fmr"], det["fnmr"], lw=1.4, label=_safe(f"{_condition_label(cond)} (EER {m['value']:.3f})"))
+        # log axes that still show 0 (a perfect verifier), linear below 1e-3
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set(xlabel="FMR", ylabel="FNMR", title=_safe(f"DET — {verifier}\n{protocol}"), xlim=(0, 1), ylim=(0, 1))
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
         ax.legend(fontsize=7, loc="lower left")
         out.append((f"DET curves, verifier {verifier}, protocol {protocol}", _png(fig)))
