@@ -95,7 +95,8 @@ def test_no_face_in_flat_or_noise(geometry):
 def test_polygon_mask_fills_square():
     square = torch.tensor([[[2.0, 2.0], [7.0, 2.0], [7.0, 7.0], [2.0, 7.0]]])
     m = polygon_mask(square, 10, 10)
-    assert int(m.sum()) == 25 and m[0, 3, 3] == 1 and m[0, 8, 8] == 0
+    # pixel centres on the edges count as inside (OpenCV's fill rule)
+    assert int(m.sum()) == 36 and m[0, 3, 3] == 1 and m[0, 7, 7] == 1 and m[0, 8, 8] == 0 and m[0, 1, 4] == 0
 
 
 def test_fusion_keeps_features_and_changes_skin(faces, geometry):

@@ -61,25 +61,33 @@ def with_border(points: torch.Tensor, size: int) -> torch.Tensor:
 def barycentric_map(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For every pixel of each destination shape ``(B, V, 2)``: its triangle and barycentric weights.
 
-    Returns ``tri`` (B, H*W) triangle indices and ``lam`` (B, H*W, 3). A pixel
-    outside every triangle takes the one it is least outside of (extrapolation).
+    Returns ``tri`` (B, H*W) triangle indices and ``lam`` (B, H*W, 3). The
+    triangle map is rasterised with OpenCV (one fill per triangle, cheap);
+    the weights are then computed for that triangle only, in torch.
     """
-    tris = torch.as_tensor(_triangles(), device=points.device)
-    corners = points[:, tris]  # (B, T, 3, 2)
+    import cv2
+
+    tris_np = _triangles()
+    fixed = np.round(points.detach().cpu().double().numpy() * 16).astype(np.int32)
+    # The border points lie far outside the image, so every pixel gets a triangle.
+    index = np.zeros((len(fixed), height, width), np.int32)
+    for canvas, pts in zip(index, fixed):
+        for t, corners in enumerate(pts[tris_np]):
+            cv2.fillConvexPoly(canvas, corners, t, lineType=cv2.LINE_8, shift=4)
+    tri = torch.from_numpy(index.reshape(len(fixed), -1).astype(np.int64)).to(points.device)
+    tris = torch.as_tensor(tris_np, device=points.device)
+    rows = torch.arange(len(points), device=points.device).view(-1, 1, 1)
+    corners = points[rows, tris[tri]]  # (B, P, 3, 2)
     ys, xs = torch.meshgrid(torch.arange(height, dtype=points.dtype, device=points.device),
                             torch.arange(width, dtype=points.dtype, device=points.device), indexing="ij")
-    pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1)  # (P, 2)
-    a, b, c = corners[:, :, 0], corners[:, :, 1], corners[:, :, 2]  # (B, T, 2)
-    v0, v1 = b - a, c - a
+    pix = torch.stack([xs.reshape(-1), ys.reshape(-1)], -1).unsqueeze(0)  # (1, P, 2)
+    a, v0, v1 = corners[:, :, 0], corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]
     det = v0[..., 0] * v1[..., 1] - v0[..., 1] * v1[..., 0]
     det = torch.where(det.abs() < 1e-9, torch.full_like(det, 1e-9), det)
-    rel = pix.view(1, 1, -1, 2) - a.unsqueeze(2)  # (B, T, P, 2)
-    l1 = (rel[..., 0] * v1[..., 1].unsqueeze(-1) - rel[..., 1] * v1[..., 0].unsqueeze(-1)) / det.unsqueeze(-1)
-    l2 = (v0[..., 0].unsqueeze(-1) * rel[..., 1] - v0[..., 1].unsqueeze(-1) * rel[..., 0]) / det.unsqueeze(-1)
-    lam = torch.stack([1 - l1 - l2, l1, l2], -1)  # (B, T, P, 3)
-    tri = lam.amin(-1).argmax(1)  # (B, P): the triangle the pixel is most inside
-    lam = torch.gather(lam, 1, tri.view(len(points), 1, -1, 1).expand(-1, 1, -1, 3)).squeeze(1)
-    return tri, lam
+    rel = pix - a
+    l1 = (rel[..., 0] * v1[..., 1] - rel[..., 1] * v1[..., 0]) / det
+    l2 = (v0[..., 0] * rel[..., 1] - v0[..., 1] * rel[..., 0]) / det
+    return tri, torch.stack([1 - l1 - l2, l1, l2], -1)
 
 
 def warp_to(sources: torch.Tensor, source_points: torch.Tensor, tri: torch.Tensor, lam: torch.Tensor,
@@ -141,7 +149,9 @@ def _laplacian_system(region: np.ndarray):
     r = np.concatenate([np.arange(n)] + rows)
     c = np.concatenate([np.arange(n)] + cols)
     v = np.concatenate([degree + 1e-8, -np.ones(sum(len(x) for x in rows))])
-    return splu(coo_matrix((v, (r, c)), shape=(n, n)).tocsc()), flat, outside
+    # The matrix is symmetric: a symmetric ordering halves the fill of the factor.
+    lu = splu(coo_matrix((v, (r, c)), shape=(n, n)).tocsc(), permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+    return lu, flat, outside
 
 
 def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -167,7 +177,7 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
         rhs = np.zeros((len(flat), m * ch))
         for rows, neighbours in outside:
             np.add.at(rhs, rows, diff[i][:, neighbours].T)
-        correction = lu.solve(rhs)  # (n, M*3)
+        correction = lu.solve(np.asfortranarray(rhs))  # (n, M*3)
         view = out[i].reshape(m * ch, h * w)
         view[:, flat] = src[i][:, flat] + correction.T
     return torch.from_numpy(out).to(device=source.device, dtype=source.dtype)

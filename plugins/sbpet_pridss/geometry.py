@@ -120,17 +120,16 @@ class FaceGeometry:
 def polygon_mask(vertices: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Binary fill of one polygon per image: ``(B, V, 2)`` vertices -> ``(B, H, W)`` in {0, 1}.
 
-    Even-odd crossing test of every pixel centre against every edge, batched.
+    OpenCV's scan-line fill with 1/16-pixel vertex precision: microseconds per
+    polygon, far cheaper than a dense inside-test over every pixel and edge.
     """
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=vertices.dtype, device=vertices.device),
-                            torch.arange(width, dtype=vertices.dtype, device=vertices.device), indexing="ij")
-    px, py = xs.reshape(1, 1, -1), ys.reshape(1, 1, -1)
-    x0, y0 = vertices[..., 0:1], vertices[..., 1:2]  # (B, V, 1)
-    x1, y1 = torch.roll(x0, -1, dims=1), torch.roll(y0, -1, dims=1)
-    straddles = (y0 > py) != (y1 > py)
-    x_cross = x0 + (py - y0) * (x1 - x0) / torch.where(y1 == y0, torch.ones_like(y1), y1 - y0)
-    inside = (straddles & (px < x_cross)).sum(dim=1) % 2 == 1
-    return inside.reshape(-1, height, width).to(vertices.dtype)
+    import cv2
+
+    fixed = np.round(vertices.detach().cpu().double().numpy() * 16).astype(np.int32)
+    out = np.zeros((len(fixed), height, width), np.uint8)
+    for canvas, poly in zip(out, fixed):
+        cv2.fillPoly(canvas, [poly], 1, lineType=cv2.LINE_8, shift=4)
+    return torch.from_numpy(out).to(device=vertices.device, dtype=vertices.dtype)
 
 
 def _soften(mask: torch.Tensor, grow: int, blur: float) -> torch.Tensor:

@@ -284,10 +284,16 @@ class Generator(nn.Module):
         return w
 
     def styles(self, w: torch.Tensor) -> SCode:
-        """w or w+ -> S: each layer's modulation styles (rosinality's latent index per layer)."""
+        """w or w+ -> S: each layer's modulation styles.
+
+        Latent indices follow rosinality's synthesis loop: conv1 0, to_rgb1 1,
+        convs.i i+1, to_rgbs.j 2j+3. (StyleFusion's S extraction reads 2j+2 for
+        to_rgbs.j; that only differs for w+ codes with unequal rows, and we keep
+        the generator's own assignment so S from w+ renders what w+ renders.)
+        """
         lat = self.w_plus(w)
         conv = [self.conv1.conv.modulation(lat[:, 0])] + [c.conv.modulation(lat[:, i + 1]) for i, c in enumerate(self.convs)]
-        rgb = [self.to_rgb1.conv.modulation(lat[:, 1])] + [t.conv.modulation(lat[:, 2 * i + 2]) for i, t in enumerate(self.to_rgbs)]
+        rgb = [self.to_rgb1.conv.modulation(lat[:, 1])] + [t.conv.modulation(lat[:, 2 * i + 3]) for i, t in enumerate(self.to_rgbs)]
         return SCode(conv, rgb)
 
     def s_shapes(self) -> SCode:
