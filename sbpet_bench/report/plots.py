@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .leaderboard import is_number
+from .leaderboard import fmt, is_number
 
 
 def _safe(text: str) -> str:
@@ -47,7 +47,7 @@ def roc_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
         fig = Figure(figsize=(4.8, 4.2))
         ax = fig.add_subplot()
         for cond, m, roc in curves:
-            ax.plot(roc["x"], roc["y"], lw=1.4, label=_safe(f"{_condition_label(cond)} (AUC {m['value']:.3f})"))
+            ax.plot(roc["x"], roc["y"], lw=1.4, label=_safe(f"{_condition_label(cond)} (AUC {fmt(m.get('value'))})"))
         ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
         ax.set(xlabel="false positive rate (female called male)", ylabel="true positive rate (male)", title=_safe(f"ROC — {clf}"), xlim=(0, 1), ylim=(0, 1.01))
         ax.legend(fontsize=7, loc="lower right")
@@ -67,7 +67,7 @@ def det_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
         fig = Figure(figsize=(4.8, 4.2))
         ax = fig.add_subplot()
         for cond, m, det in curves:
-            ax.plot(det["fmr"], det["fnmr"], lw=1.4, label=_safe(f"{_condition_label(cond)} (EER {m['value']:.3f})"))
+            ax.plot(det["fmr"], det["fnmr"], lw=1.4, label=_safe(f"{_condition_label(cond)} (EER {fmt(m.get('value'))})"))
         # log axes that still show 0 (a perfect verifier), linear below 1e-3
         ax.set_xscale("symlog", linthresh=1e-3)
         ax.set_yscale("symlog", linthresh=1e-3)
