@@ -1,0 +1,186 @@
+"""The PrivacyNet PET (Mirjalili, Raschka & Ross, IEEE TIP 2020), re-implemented and trained in the harness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
+
+from .nets import ATTRIBUTES, Generator, privacy_code
+from .training import AuxNets, TrainConfig, Trainer
+
+# Default budget: about 10-12 minutes on a 2-core CPU with the face-api auxiliary networks
+# (see benchmarks/privacynet_budget.py); raise it with --option privacynet.steps=N on a GPU.
+DEFAULT_STEPS = 400
+CHECKPOINT_FILE = "train_checkpoint.pt"
+# Attributes that have auxiliary networks so far; the code reserves bits for the others.
+SUPPORTED = ("gender",)
+
+
+class PrivacyNet(PET):
+    name = "privacynet"
+    version = "1"
+    description = ("PrivacyNet semi-adversarial GAN: StarGAN-style generator conditioned on a privacy code, PatchGAN "
+                   "discriminator, frozen gender probe (confounded) and face matcher (kept); trained on the training split")
+    options = {
+        "obfuscate": Option("gender", "comma-separated attributes to obfuscate (have auxiliary networks: gender)"),
+        "target": Option("half", "what the aux classifier's P(male) is pushed to on obfuscated faces: 0.5 or the opposite",
+                         choices=("half", "flip")),
+        "classifier": Option("resnet-gender-probe", "auxiliary gender classifier (differentiable; not the evaluator)"),
+        "matcher": Option("faceapi-resnet", "auxiliary face matcher whose embedding of G's output must stay close"),
+        "size": Option(96, "side of the square images G works on (divisible by 4)"),
+        "ngf": Option(32, "generator width (channels of its first layer)"),
+        "ndf": Option(32, "discriminator width"),
+        "n_res": Option(3, "residual blocks in the generator"),
+        "steps": Option(DEFAULT_STEPS, "training steps (batches)"),
+        "batch_size": Option(8, "training batch size"),
+        "lr": Option(1e-4, "Adam learning rate of G and D"),
+        "keep_fraction": Option(0.25, "share of training rows with the all-zero code (G must reconstruct them)"),
+        "w_adv": Option(1.0, "weight of the GAN loss"),
+        "w_attr": Option(1.0, "weight of the auxiliary-classifier loss"),
+        "w_id": Option(5.0, "weight of the face-matcher loss (1 - cosine)"),
+        "w_rec": Option(10.0, "weight of the L1 reconstruction of kept rows"),
+        "w_prox": Option(2.0, "weight of the L1 distance of obfuscated rows to the input"),
+        "checkpoint_every": Option(50, "save a resumable training checkpoint every N steps"),
+        "checkpoint": Option("", "load G from this file (a state saved by this plugin) and skip training"),
+        "diagnostics": Option(False, "add the aux classifier's P(male) before/after per image (two extra passes)"),
+        "protect_batch": Option(64, "images per generator pass in protect"),
+    }
+    fits = True
+    input_size = 96
+
+    def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
+        super().__init__(options, context)
+        o = self.opts
+        self.input_size = int(o["size"])  # the harness resizes to the instance's size
+        if self.input_size % 4 or self.input_size < 16:
+            raise PluginError(f"privacynet: option size must be a multiple of 4 and at least 16, got {self.input_size}")
+        self.attributes = tuple(a.strip() for a in str(o["obfuscate"]).split(",") if a.strip())
+        bad = [a for a in self.attributes if a not in SUPPORTED]
+        if bad or not self.attributes:
+            raise PluginError(f"privacynet: option obfuscate={o['obfuscate']!r}: only {', '.join(SUPPORTED)} can be obfuscated "
+                              f"so far (the code reserves {', '.join(ATTRIBUTES)}; the others need auxiliary classifiers)")
+        self.G: Generator | None = None
+        self.steps_done = 0
+
+    # ---- configuration
+
+    def train_config(self) -> TrainConfig:
+        o = self.opts
+        return TrainConfig(size=self.input_size, ngf=o["ngf"], ndf=o["ndf"], n_res=o["n_res"], batch_size=o["batch_size"],
+                           lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
+                           w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
+                           seed=self.context.seed if self.context else 0)
+
+    @property
+    def work_dir(self) -> Path:
+        if self.context is None:
+            raise PluginError("privacynet needs a PluginContext (work_dir, auxiliary networks) to train")
+        return Path(self.context.work_dir)
+
+    def aux(self) -> AuxNets:
+        ctx = self.context
+        if ctx is None:
+            raise PluginError("privacynet needs a PluginContext to reach its auxiliary networks")
+        return AuxNets(ctx.get_classifier(self.opts["classifier"]), ctx.get_verifier(self.opts["matcher"]))
+
+    # ---- training
+
+    def fit(self, train: FaceSet, pool: FaceSet) -> None:
+        if self.opts["checkpoint"]:
+            self._load_file(self.opts["checkpoint"])
+            return
+        images, genders = self._decode(train)
+        trainer = Trainer(self.train_config(), self.device)
+        ckpt = self.work_dir / CHECKPOINT_FILE
+        log = self.context.log if self.context else print
+        if trainer.load(ckpt):
+            log(f"privacynet: resuming training at step {trainer.step} from {ckpt}")
+        progress = self.context.progress if self.context else (lambda it, **_: it)
+        trainer.run(images, genders, self.aux(), int(self.opts["steps"]), checkpoint=ckpt,
+                    every=max(1, int(self.opts["checkpoint_every"])), progress=progress)
+        csv_path, png_path = trainer.write_curves(self.work_dir)
+        log(f"privacynet: trained {trainer.step} steps; loss curves in {csv_path} and {png_path}")
+        self.G, self.steps_done = trainer.G.eval(), trainer.step
+
+    def _decode(self, train: FaceSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training split at G's size, as uint8 in memory (a quarter of float32's footprint)."""
+        chunks, genders = [], []
+        for batch in train.batches(256, size=self.input_size):
+            chunks.append((batch.images * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+            genders.append(batch.genders.cpu())
+        if not chunks:
+            raise PluginError("privacynet: the training split is empty; it needs faces to train on")
+        return torch.cat(chunks), torch.cat(genders)
+
+    # ---- state
+
+    def _config_tensor(self) -> torch.Tensor:
+        o = self.opts
+        return torch.tensor([self.input_size, o["ngf"], o["n_res"], len(ATTRIBUTES)], dtype=torch.int64)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.G is None:
+            return {}
+        state = {f"generator.{k}": v.detach().cpu() for k, v in self.G.state_dict().items()}
+        state["config"] = self._config_tensor()  # size, ngf, n_res, code width
+        state["steps_done"] = torch.tensor(self.steps_done, dtype=torch.int64)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "the cached state") -> None:
+        if "config" not in state:
+            raise PluginError(f"privacynet: {source} has no 'config' entry; it is not a state saved by privacynet")
+        got, want = [int(v) for v in state["config"].tolist()], self._config_tensor().tolist()
+        if got != want:
+            raise PluginError(f"privacynet: {source} was trained with size, ngf, n_res, code width = {got}, but the "
+                              f"options give {want}; set the options to match (e.g. --option privacynet.size={got[0]})")
+        G = Generator(self.opts["ngf"], self.opts["n_res"]).to(self.device)
+        G.load_state_dict({k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")})
+        self.G, self.steps_done = G.eval(), int(state.get("steps_done", torch.tensor(0)))
+
+    def _load_file(self, path: str) -> None:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise PluginError(f"privacynet: option checkpoint={path!r}: no such file")
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "generator" in state and "config" in state and isinstance(state["config"], dict):
+            # a training checkpoint from work_dir: check its architecture, then take G
+            cfg = state["config"]
+            state = {"config": torch.tensor([cfg["size"], cfg["ngf"], cfg["n_res"], len(ATTRIBUTES)]),
+                     "steps_done": torch.tensor(int(state["step"])),
+                     **{f"generator.{k}": v for k, v in state["generator"].items()}}
+        self.load_state_dict(state, source=f"checkpoint {str(file)!r}")
+
+    # ---- protection
+
+    def protect(self, batch: FaceBatch) -> ProtectResult:
+        if self.G is None:
+            if not self.opts["checkpoint"]:
+                raise PluginError("privacynet is not trained: the harness calls fit first, or pass --option "
+                                  "privacynet.checkpoint=FILE")
+            self._load_file(self.opts["checkpoint"])
+        x = batch.images.to(self.device)
+        h, w = x.shape[-2:]
+        size = self.input_size
+        xin = x if (h, w) == (size, size) else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                                           antialias=True).clamp(0, 1)
+        code = privacy_code(self.attributes, 1, self.device)
+        step = int(self.opts["protect_batch"])
+        with torch.no_grad():
+            out_s = torch.cat([self.G(xin[i:i + step], code.expand(len(xin[i:i + step]), -1))
+                               for i in range(0, len(xin), step)])
+        out = out_s if (h, w) == (size, size) else F.interpolate(out_s, size=(h, w), mode="bilinear",
+                                                                 align_corners=False).clamp(0, 1)
+        change = (out - x).abs().flatten(1).mean(1)
+        diags: list[dict[str, Any]] = [{"mean_abs_change": round(float(c), 5)} for c in change]
+        if self.opts["diagnostics"]:
+            aux = self.aux()
+            with torch.no_grad():
+                before, after = torch.sigmoid(aux(xin)[0]).tolist(), torch.sigmoid(aux(out_s)[0]).tolist()
+            for d, b, a in zip(diags, before, after):
+                d.update(aux_p_male_before=round(b, 4), aux_p_male_after=round(a, 4))
+        return ProtectResult(out, diags)

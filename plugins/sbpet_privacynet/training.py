@@ -1,0 +1,248 @@
+"""Semi-adversarial training of PrivacyNet: G against a PatchGAN D, steered by frozen auxiliary networks.
+
+One step draws a gender-balanced batch and a privacy code per row (obfuscate
+gender, or keep everything), then
+
+* D learns real vs. generated (least-squares GAN loss);
+* G minimises ``w_adv * adv + w_attr * attr + w_id * identity + w_rec * rec + w_prox * prox`` where
+  ``attr`` is the Bernoulli KL between the auxiliary classifier's P(male) on G's output and its
+  target: 0.5 for obfuscated rows (``target="half"``; the benchmark scores privacy as
+  max(AUC, 1-AUC), so a flipped classifier leaks as much as a correct one) or the opposite of
+  the original's P(male) (``target="flip"``), and the original's P(male) for kept rows;
+  ``identity`` is 1 - cosine between the matcher's embeddings of G's output and of x;
+  ``rec`` is the L1 distance to x of kept rows (G(x, 0) must reconstruct x) and ``prox`` the
+  same for obfuscated rows (a small pull that stops G from drifting).
+
+Batches and codes come from a generator seeded by (seed, step), and the checkpoint holds
+both optimisers, so a training resumed from a checkpoint takes the same steps as one that
+never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from .nets import ATTRIBUTES, Generator, PatchDiscriminator
+
+LOSS_NAMES = ("d", "g", "adv", "attr", "identity", "rec", "prox", "p_male_obf", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    size: int = 96
+    ngf: int = 32
+    ndf: int = 32
+    n_res: int = 3
+    batch_size: int = 8
+    lr: float = 1e-4
+    keep_fraction: float = 0.25
+    target: str = "half"
+    w_adv: float = 1.0
+    w_attr: float = 1.0
+    w_id: float = 5.0
+    w_rec: float = 10.0
+    w_prox: float = 2.0
+    seed: int = 0
+
+
+class AuxNets:
+    """The frozen auxiliary networks: log-odds of male and unit-norm embeddings, differentiable in the images.
+
+    When the classifier is a linear probe on the matcher's own embeddings (as the default
+    ``resnet-gender-probe`` on ``faceapi-resnet`` is: it exposes ``embedder``, ``weight`` and
+    ``bias``), one pass of the matcher yields both, which halves the cost of a step.
+    """
+
+    def __init__(self, classifier: Any, matcher: Any):
+        self.classifier, self.matcher = classifier, matcher
+        self.shared = (getattr(classifier, "embedder", None) is matcher
+                       and isinstance(getattr(classifier, "weight", None), torch.Tensor)
+                       and isinstance(getattr(classifier, "bias", None), torch.Tensor))
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.matcher.embed(images)
+        if self.shared:
+            return emb @ self.classifier.weight + self.classifier.bias, emb
+        if hasattr(self.classifier, "logits"):
+            return self.classifier.logits(images).reshape(-1), emb
+        p = self.classifier.predict_male(images).reshape(-1).clamp(1e-6, 1 - 1e-6)
+        return torch.log(p) - torch.log1p(-p), emb
+
+
+def bernoulli_kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(Bernoulli(target) || Bernoulli(sigmoid(logits))): zero exactly at the target."""
+    t = target.clamp(1e-6, 1 - 1e-6)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log())
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") - entropy
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+class Trainer:
+    """G, D, their optimisers and the loss history; ``run`` trains up to a step count."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        if cfg.target not in ("half", "flip"):
+            raise ValueError(f"target must be 'half' or 'flip', got {cfg.target!r}")
+        self.cfg, self.device = cfg, device
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
+            torch.manual_seed(cfg.seed)
+            self.G = Generator(cfg.ngf, cfg.n_res).to(device)
+            self.D = PatchDiscriminator(cfg.ndf).to(device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.step = 0
+        self.history: list[list[float]] = []
+
+    # ---- data
+
+    def sample(self, images: torch.Tensor, genders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A gender-balanced, randomly flipped batch and its codes, a pure function of (seed, step)."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        b = self.cfg.batch_size
+        groups = [torch.nonzero(genders == g).flatten() for g in (0, 1)]
+        if all(len(g) for g in groups):  # LFW is 3/4 male: balance so that both directions get trained
+            picks = [g[torch.randint(len(g), (n,), generator=gen)] for g, n in zip(groups, (b // 2, b - b // 2))]
+            idx = torch.cat(picks)
+        else:
+            idx = torch.randint(len(images), (b,), generator=gen)
+        x = images[idx].to(self.device).float() / 255.0
+        flip = torch.rand(b, generator=gen) < 0.5
+        x[flip.to(self.device)] = x[flip.to(self.device)].flip(-1)
+        code = torch.zeros(b, len(ATTRIBUTES))
+        code[:, ATTRIBUTES.index("gender")] = (torch.rand(b, generator=gen) >= self.cfg.keep_fraction).float()
+        return x, code.to(self.device)
+
+    # ---- one step
+
+    def train_step(self, x: torch.Tensor, code: torch.Tensor, aux: AuxNets) -> dict[str, float]:
+        cfg = self.cfg
+        obf = code[:, ATTRIBUTES.index("gender")]
+        keep = 1 - obf
+        fake = self.G(x, code)
+
+        # D: least-squares GAN loss on real faces and (detached) outputs of G.
+        d_loss = 0.5 * ((self.D(x) - 1).pow(2).mean() + self.D(fake.detach()).pow(2).mean())
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+        # G: realism, attribute confounding/keeping, identity, pixels.
+        adv = (self.D(fake) - 1).pow(2).mean()
+        with torch.no_grad():
+            logit0, emb0 = aux(x)
+        logit1, emb1 = aux(fake)
+        p0 = torch.sigmoid(logit0)
+        obf_target = torch.full_like(p0, 0.5) if cfg.target == "half" else 1 - p0
+        target = obf * obf_target + keep * p0
+        attr = bernoulli_kl(target, logit1).mean()
+        identity = (1 - (emb1 * emb0).sum(1)).mean()
+        l1 = (fake - x).abs().flatten(1).mean(1)
+        rec, prox = _masked_mean(l1, keep), _masked_mean(l1, obf)
+        g_loss = cfg.w_adv * adv + cfg.w_attr * attr + cfg.w_id * identity + cfg.w_rec * rec + cfg.w_prox * prox
+        self.opt_g.zero_grad(set_to_none=True)
+        # Only G's parameters: the auxiliary networks stay frozen whatever they are made of.
+        g_loss.backward(inputs=list(self.G.parameters()))
+        self.opt_g.step()
+        self.step += 1
+        p_obf = _masked_mean(torch.sigmoid(logit1.detach()), obf)
+        return {"d": d_loss.item(), "g": g_loss.item(), "adv": adv.item(), "attr": attr.item(),
+                "identity": identity.item(), "rec": rec.item(), "prox": prox.item(), "p_male_obf": p_obf.item()}
+
+    def run(self, images: torch.Tensor, genders: torch.Tensor, aux: AuxNets, steps: int, *,
+            checkpoint: Path | None = None, every: int = 50,
+            progress: Callable[..., Iterable[Any]] = lambda it, **_: it) -> None:
+        """Train until ``self.step == steps``, saving ``checkpoint`` every ``every`` steps and at the end."""
+        import time
+
+        self.G.train()
+        self.D.train()
+        for _ in progress(range(self.step, steps), description="privacynet: training G and D", total=max(0, steps - self.step)):
+            t0 = time.perf_counter()
+            x, code = self.sample(images, genders)
+            losses = self.train_step(x, code, aux)
+            losses["seconds"] = time.perf_counter() - t0
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise FloatingPointError(f"PrivacyNet's losses diverged at step {self.step}: {losses}; lower lr")
+            self.history.append([float(self.step)] + [losses[k] for k in LOSS_NAMES])
+            if checkpoint is not None and (self.step % every == 0 or self.step == steps):
+                self.save(checkpoint)
+        self.G.eval()
+
+    # ---- checkpoints
+
+    def state(self) -> dict[str, Any]:
+        return {"config": asdict(self.cfg), "step": self.step, "generator": self.G.state_dict(),
+                "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "history": self.history, "loss_names": list(LOSS_NAMES)}
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a training killed mid-save keeps the previous checkpoint."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.state(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load(self, path: Path) -> bool:
+        """Resume from ``path`` if it holds a checkpoint of this configuration; False if it does not."""
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("config") != asdict(self.cfg):
+            return False
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self.history = int(state["step"]), [list(map(float, r)) for r in state["history"]]
+        return True
+
+    # ---- loss curves
+
+    def write_curves(self, folder: Path) -> tuple[Path, Path]:
+        """``losses.csv`` (one row per step) and ``losses.png`` (a panel per loss, smoothed)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path, png_path = folder / "losses.csv", folder / "losses.png"
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["step", *LOSS_NAMES])
+            writer.writerows(self.history)
+        data = np.asarray(self.history, dtype=float).reshape(-1, len(LOSS_NAMES) + 1)
+        names = LOSS_NAMES[:-1]
+        fig, axes = plt.subplots(2, math.ceil(len(names) / 2), figsize=(14, 6), squeeze=False)
+        window = max(1, len(data) // 50)
+        for ax, (i, name) in zip(axes.flat, enumerate(names, start=1)):
+            ax.plot(data[:, 0], data[:, i], alpha=0.3, lw=0.8)
+            if len(data) >= window > 1:
+                smooth = np.convolve(data[:, i], np.ones(window) / window, mode="valid")
+                ax.plot(data[window - 1:, 0], smooth, lw=1.5)
+            ax.set_title(name)
+            ax.set_xlabel("step")
+        for ax in list(axes.flat)[len(names):]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(png_path, dpi=80)
+        plt.close(fig)
+        return csv_path, png_path

@@ -1,0 +1,172 @@
+"""PrivacyNet on a tiny configuration with small differentiable stand-ins for its auxiliary networks."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sbpet_bench.api import FaceBatch, GenderClassifier, PluginError, Verifier
+from sbpet_bench.testing import InMemoryFaceSet, make_context
+from sbpet_privacynet.nets import Generator, PatchDiscriminator, privacy_code
+from sbpet_privacynet.plugin import CHECKPOINT_FILE, PrivacyNet
+from sbpet_privacynet.training import AuxNets, Trainer, bernoulli_kl
+
+TINY = {"size": 32, "ngf": 8, "ndf": 8, "n_res": 1, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3}
+
+
+class ColourGender(GenderClassifier):
+    """P(male) from left-minus-right brightness: differentiable, and a spatial cue, as the instance norms in G keep those."""
+
+    name = "stub-gender"
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(12.0))  # a parameter, to check that it stays frozen
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.scale * (images[..., : images.shape[-1] // 2].mean((1, 2, 3)) - images[..., images.shape[-1] // 2:].mean((1, 2, 3)))
+
+    def predict_male(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(images))
+
+
+class PoolMatcher(Verifier):
+    """Unit-norm embedding of the image's 8 row bands: blind to the left-right cue the stub classifier reads."""
+
+    name = "stub-matcher"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.adaptive_avg_pool2d(images - 0.5, (8, 1)).flatten(1), dim=1)
+
+
+def faces(n: int = 16, side: int = 40, seed: int = 0) -> InMemoryFaceSet:
+    """Smooth random images; 'males' are brighter on the left, so the stub classifier separates them."""
+    gen = torch.Generator().manual_seed(seed)
+    images = F.interpolate(torch.rand(n, 3, 8, 8, generator=gen), size=(side, side), mode="bilinear", align_corners=False)
+    genders = [i % 2 for i in range(n)]
+    ramp = torch.linspace(0.15, -0.15, side).view(1, 1, 1, side)
+    sign = torch.tensor([1.0 if g else -1.0 for g in genders]).view(n, 1, 1, 1)
+    return InMemoryFaceSet((images + sign * ramp).clamp(0, 1), genders, [f"p{i // 2}" for i in range(n)])
+
+
+def make(tmp_path, **options) -> PrivacyNet:
+    plugins = {"stub-gender": ColourGender(), "stub-matcher": PoolMatcher()}
+    ctx = make_context(tmp_path / "work", plugins=plugins, seed=3)
+    return PrivacyNet({**TINY, "classifier": "stub-gender", "matcher": "stub-matcher", **options}, ctx)
+
+
+def test_networks_shapes_and_identity_start():
+    G, D = Generator(ngf=8, n_res=1), PatchDiscriminator(ndf=8)
+    x = torch.rand(2, 3, 32, 32)
+    out = G(x, privacy_code(["gender"], 2))
+    assert out.shape == x.shape
+    assert torch.equal(out, x)  # the zero-initialised head makes an untrained G the identity
+    assert D(x).shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        G(torch.rand(1, 3, 30, 30), privacy_code(["gender"], 1))
+    with pytest.raises(ValueError, match="unknown attribute"):
+        privacy_code(["hair"], 1)
+
+
+def test_few_steps_lower_the_attribute_loss_and_keep_aux_frozen(tmp_path):
+    pet = make(tmp_path, w_id=1.0, w_prox=0.5, w_adv=0.3)  # weights that suit the stubs' scales
+    trainer = Trainer(pet.train_config(), torch.device("cpu"))
+    aux = pet.aux()
+    data = faces()
+    images = (data.all(size=32).images * 255).round().to(torch.uint8)
+    x = images.float() / 255
+    code = privacy_code(["gender"], len(x))
+
+    def attr_loss() -> float:
+        with torch.no_grad():
+            return bernoulli_kl(torch.full((len(x),), 0.5), aux(trainer.G(x, code))[0]).mean().item()
+
+    before = attr_loss()
+    trainer.run(images, data.genders, aux, 40)
+    after = attr_loss()
+    assert after < 0.8 * before, (before, after)
+    assert aux.classifier.scale.grad is None  # only G's parameters receive gradients
+    assert trainer.step == 40 and len(trainer.history) == 40
+
+
+def test_fit_protect_state_round_trip(tmp_path):
+    pet = make(tmp_path, steps=6)
+    pet.fit(faces(), faces(4, seed=1))
+    batch = faces(6, seed=2).all()
+    result = pet.protect(batch)
+    assert result.images.shape == batch.images.shape  # resized to G's 32 and back to 40
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    assert len(result.diagnostics) == 6 and all(d["mean_abs_change"] > 0 for d in result.diagnostics)
+    work = tmp_path / "work"
+    with open(work / "losses.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(float(r["step"])) for r in rows] == list(range(1, 7))
+    assert (work / "losses.png").stat().st_size > 1000
+
+    state = pet.state_dict()
+    assert int(state["steps_done"]) == 6
+    fresh = make(tmp_path / "other")
+    fresh.load_state_dict(state)
+    assert torch.allclose(fresh.protect(batch).images, result.images)
+    wrong = make(tmp_path / "wrong", ngf=16)
+    with pytest.raises(PluginError, match="ngf"):
+        wrong.load_state_dict(state)
+
+    # option checkpoint: a saved state (or the training checkpoint in work_dir) replaces training
+    torch.save(state, tmp_path / "g.pt")
+    for path in (tmp_path / "g.pt", work / CHECKPOINT_FILE):
+        named = make(tmp_path / f"named-{path.stem}", checkpoint=str(path), steps=1000)
+        named.fit(faces(), faces(4, seed=1))  # returns at once: 1000 steps would not be
+        assert named.steps_done == 6
+        assert torch.allclose(named.protect(batch).images, result.images)
+    with pytest.raises(PluginError, match="no such file"):
+        make(tmp_path / "missing", checkpoint=str(tmp_path / "nope.pt")).fit(faces(), faces(4))
+
+
+def test_training_resumes_from_checkpoint(tmp_path):
+    # uninterrupted: 7 steps
+    whole = make(tmp_path / "whole", steps=7)
+    whole.fit(faces(), faces(4))
+    # "killed" after 4 (a checkpoint every 3 steps and one at the end of the budget), then continued to 7
+    part = make(tmp_path / "part", steps=4)
+    part.fit(faces(), faces(4))
+    ckpt = torch.load(tmp_path / "part" / "work" / CHECKPOINT_FILE, weights_only=True)
+    assert ckpt["step"] == 4
+    resumed = make(tmp_path / "part", steps=7)
+    resumed.fit(faces(), faces(4))
+    assert resumed.steps_done == 7
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    with open(tmp_path / "part" / "work" / "losses.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 7  # the history carries over too
+
+
+def test_options_are_checked(tmp_path):
+    with pytest.raises(PluginError, match="only gender"):
+        make(tmp_path, obfuscate="gender,age")
+    with pytest.raises(PluginError, match="multiple of 4"):
+        make(tmp_path, size=30)
+    with pytest.raises(PluginError, match="not trained"):
+        make(tmp_path).protect(FaceBatch(torch.rand(1, 3, 32, 32), torch.tensor([1]), ["a"], ["a"]))
+
+
+def test_shared_probe_pass_matches_separate_passes():
+    class Probe(GenderClassifier):
+        def __init__(self, embedder):
+            super().__init__()
+            self.embedder, self.weight, self.bias = embedder, torch.randn(24), torch.randn(1)
+
+        def predict_male(self, images):
+            return torch.sigmoid(self.embedder.embed(images) @ self.weight + self.bias)
+
+    matcher = PoolMatcher()
+    shared = AuxNets(Probe(matcher), matcher)
+    separate = AuxNets(Probe(PoolMatcher()), matcher)
+    separate.classifier.weight, separate.classifier.bias = shared.classifier.weight, shared.classifier.bias
+    assert shared.shared and not separate.shared
+    x = torch.rand(3, 3, 32, 32)
+    (la, ea), (lb, eb) = shared(x), separate(x)
+    assert torch.allclose(la, lb, atol=1e-4) and torch.equal(ea, eb)
