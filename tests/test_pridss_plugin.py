@@ -161,3 +161,12 @@ def test_state_dict_round_trip(pridss, faces, tmp_path):
     clone.load_state_dict(state)
     batch = faces.all()
     assert torch.equal(clone.protect(batch).images, pridss.protect(batch).images)
+
+
+def test_candidates_nested_across_m(pridss, faces):
+    small = PriDSS({**pridss.opts, "m": 2}, pridss.context)
+    small.load_state_dict(pridss.state_dict())
+    big = pridss.candidates_for(faces.ids, faces.genders)
+    assert big.shape == (len(faces), 3)
+    assert (small.candidates_for(faces.ids, faces.genders) == big[:, :2]).all()
+    assert len({tuple(r) for r in big.tolist()}) > 1  # different images draw different candidates

@@ -163,7 +163,8 @@ class PriDSS(PET):
     def candidates_for(self, ids: list[str], genders: torch.Tensor) -> np.ndarray:
         """Pool indices (B, M') of opposite-gender candidates, drawn from a seed per image id.
 
-        Seeding by id makes an image's candidates independent of its batch.
+        Seeding by id makes an image's candidates independent of its batch;
+        the draws for a smaller M are a prefix of those for a larger one.
         """
         pool_genders = self._pool["genders"].numpy()
         m = int(self.opts["m"])
@@ -176,7 +177,9 @@ class PriDSS(PET):
         rows = []
         for image_id, gender in zip(ids, genders.tolist()):
             rng = np.random.default_rng([self.seed, zlib.crc32(image_id.encode("utf-8"))])
-            rows.append(rng.choice(by_gender[1 - gender], size=m, replace=False))
+            # A prefix of a seeded permutation: the M=5 candidates include the M=2 ones, so an
+            # ablation over M adds candidates instead of redrawing them.
+            rows.append(by_gender[1 - gender][rng.permutation(len(by_gender[1 - gender]))[:m]])
         return np.stack(rows) if rows else np.zeros((0, m), np.int64)
 
     def fused_candidates(self, batch: FaceBatch) -> dict[str, Any]:
