@@ -37,7 +37,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "1"
+    version = "2"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
@@ -50,7 +50,7 @@ class PriDSS(PET):
         "pool_max": Option(2000, "at most this many pool faces are kept (a seeded random subset)"),
     }
     models = (SHAPE_PREDICTOR_ASSET,)
-    requires = ("dlib", "scipy")
+    requires = ("dlib", "scipy", "cv2")
     input_size = None  # works at the batch's size; the pool is resized to it
     fits = True
 
