@@ -119,9 +119,7 @@ def build_config(benchmark: dict[str, Any] | None, overrides: dict[str, Any]) ->
     """Benchmark values first, then every command-line value the user actually gave."""
     values: dict[str, Any] = {}
     for source in (benchmark or {}, overrides):
-        for key, value in source.items():
-            if value is None:
-                continue
+        for key, value in source.items():  # None is meaningful here (per_class=None means "all")
             if key == "options":
                 values.setdefault("options", {}).update(value)
             else:

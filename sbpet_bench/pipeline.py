@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 import time
 import traceback
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from . import __version__
 from .api import FaceBatch, MetricInput, MetricValue, Plugin, PluginContext, ProtectResult
@@ -38,6 +41,25 @@ from .progress import Reporter
 ORIGINAL = "original"
 NONE = "none"
 TOLERANCE = 1e-3  # how far outside [0, 1] an output may stray before it counts as wrong
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"pridss[m=5,backend=pixel]"`` -> ``("pridss", {"m": "5", "backend": "pixel"})``.
+
+    Inline options let one run compare a plugin under several settings (an ablation), each
+    variant a row of its own, labelled by its full spec.
+    """
+    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", spec)
+    if not match:
+        raise ConfigError(f"cannot read plugin spec {spec!r}; write NAME or NAME[option=value,...]")
+    name, inner = match.group(1), match.group(2)
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (inner or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"plugin spec {spec!r}: {part!r} must look like option=value")
+        options[key.strip()] = value.strip()
+    return name, options
 
 
 class StageError(Exception):
@@ -150,7 +172,7 @@ class PluginHost:
         if len(self.train) == 0:
             raise PluginLoadError(f"{entry.kind} {entry.name!r} needs a training split, but it is empty; "
                                   "use a data set with more identities or lower --per-class")
-        self.reporter.log(f"fitting {entry.kind} {entry.name} on {len(self.train)} training images")
+        self.reporter.log(escape(f"fitting {entry.kind} {entry.name} on {len(self.train)} training images"))
         start = time.perf_counter()
         torch.manual_seed(self.cfg.seed)
         if entry.kind == "pet":
@@ -215,12 +237,13 @@ class Run:
     def _check_names(self) -> None:
         for kind, names in (("pet", self.cfg.pets), ("attacker", self.cfg.attackers), ("classifier", self.cfg.classifiers),
                             ("verifier", self.cfg.verifiers), ("featurizer", self.cfg.featurizers), ("metric", self.cfg.metrics)):
-            for name in names or []:
-                self.registry.get(kind, name)  # raises with the list of available names
+            for spec in names or []:
+                name, inline = parse_spec(spec)
+                self.registry.get(kind, name).parse_options(inline)  # unknown name or option: error listing the valid ones
         if not self.cfg.pets:
             raise ConfigError(f"no PETs: pass --pets, e.g. --pets {','.join(self.registry.names('pet')[:4])}")
-        in_run = set(self.cfg.pets) | set(self.cfg.attackers) | set(self.cfg.classifiers or []) | set(self.cfg.verifiers or []) \
-            | set(self.cfg.featurizers or []) | set(self.cfg.metrics or [])
+        in_run = {parse_spec(s)[0] for s in [*self.cfg.pets, *self.cfg.attackers, *(self.cfg.classifiers or []),
+                                             *(self.cfg.verifiers or []), *(self.cfg.featurizers or []), *(self.cfg.metrics or [])]}
         for plugin, opts in self.cfg.plugin_options().items():
             entries = [e for k in self.registry.kinds() for e in [self.registry.entries[k].get(plugin)] if e is not None]
             if not entries:
@@ -385,7 +408,7 @@ class Run:
             err["traceback"] = traceback.format_exc(limit=8)
         self.errors.append(err)
         where = f" on batch {batch}" if batch is not None else ""
-        self.reporter.log(f"[red]error[/red]: {kind} {plugin} failed at {stage}{where}: {message}")
+        self.reporter.log(f"[red]error[/red]: {escape(f'{kind} {plugin} failed at {stage}{where}: {message}')}")
         return err
 
     # ---- streaming over batches
@@ -405,7 +428,8 @@ class Run:
         for kind, names in (("pet", cfg.pets), ("attacker", cfg.attackers)):
             for name in names:
                 try:
-                    transforms[(kind, name)] = host.get(kind, name)
+                    base, inline = parse_spec(name)
+                    transforms[(kind, name)] = host.get(kind, base, inline)
                 except Exception as exc:  # noqa: BLE001
                     err = self._error(name, kind, "load", None, exc)
                     transforms[(kind, name)] = None
@@ -484,10 +508,14 @@ class Run:
         else:
             plugin, pkey = transforms[("attacker", cond.attacker)]
             upstream = f"{cond.pet}/{NONE}"
+            if cond.pet == ORIGINAL:
+                upstream_loader = original_u8
+            else:
+                upstream_loader = lambda: image_cache[upstream] if upstream in image_cache else self._load_cached(cache, image_keys[upstream])  # noqa: E731
             if upstream not in image_keys:
                 raise StageError(f"no images from {cond.pet} to recover", (cond.pet, "pet"))
             key = stable_hash("recover", pkey, image_keys[upstream])
-            source_loader = lambda: image_cache[upstream] if upstream in image_cache else self._load_cached(cache, image_keys[upstream])  # noqa: E731
+            source_loader = upstream_loader
 
         def loader() -> np.ndarray:
             if cond.key in image_cache:
@@ -591,7 +619,7 @@ class Run:
         if start >= len(self.samples):
             return
         u8 = loader()
-        slug = f"{cond.pet}__{cond.attacker}".replace("/", "_")
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cond.pet}__{cond.attacker}")
         for i in range(min(len(recs), len(self.samples) - start)):
             rel = f"samples/{slug}__{start + i}.png"
             save_png(u8[i], self.out / rel)
@@ -645,10 +673,13 @@ class Run:
                     row["metrics"] += cached
                     continue
                 try:
-                    values = [_plain(asdict(v) if isinstance(v, MetricValue) else v) for v in plugin.compute(data)]
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        values = [_plain(asdict(v) if isinstance(v, MetricValue) else v) for v in plugin.compute(data)]
                 except Exception as exc:  # noqa: BLE001
                     row["errors"].append(self._error(name, "metric", f"compute {key}", None, exc))
                     continue
+                self.warnings += [f"{name}: {w.message}" for w in caught if str(w.message) not in self.warnings]
                 host.cache.put_json("metrics", cache_key, values)
                 row["metrics"] += values
             self._sample_scores(cond, data, rows)

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -30,7 +31,7 @@ class Reporter:
             self._live = False
 
     def add_task(self, description: str, total: int | None) -> int:
-        return self.progress.add_task(description, total=total)
+        return self.progress.add_task(escape(description), total=total)
 
     def advance(self, task: int, amount: int) -> None:
         self.progress.advance(task, amount)
@@ -43,7 +44,7 @@ class Reporter:
         """Progress for plugin work (training loops); plugins reach it as ``context.progress``."""
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        task = self.progress.add_task(description, total=total)
+        task = self.progress.add_task(escape(description), total=total)
         try:
             for item in iterable:
                 yield item
@@ -67,15 +68,15 @@ class Reporter:
                 values = [m for m in cond["metrics"] if m["metric"] == metric]
                 cells.append(", ".join(f"{m['value']:.3f}" for m in values[:2]) if values else "–")
             status = "[green]ok[/green]" if cond["status"] == "ok" else "[red]failed[/red]"
-            table.add_row(cond["pet"], cond["attacker"], status, *cells)
+            table.add_row(escape(cond["pet"]), escape(cond["attacker"]), status, *cells)
         self.console.print(table)
         for warning in results.get("warnings", []):
-            self.console.print(f"[yellow]warning[/yellow]: {warning}")
+            self.console.print(f"[yellow]warning[/yellow]: {escape(warning)}")
         if results.get("errors"):
             self.console.print(f"[red]{len(results['errors'])} error(s)[/red]; see errors in results.json")
         skipped = results["dataset"].get("skipped", [])
         if skipped:
             self.console.print(f"[yellow]{len(skipped)} file(s) skipped[/yellow] (listed in results.json under dataset.skipped):")
             for item in skipped[:10]:
-                self.console.print(f"  {item['path']}: {item['reason']}")
+                self.console.print(f"  {escape(item['path'])}: {escape(item['reason'])}")
         self.console.print(f"results: {results['config']['out']}/results.json")

@@ -81,9 +81,11 @@ def test_options_are_checked_and_change_results(small_data, tmp_path, registry):
         run(_cfg(small_data, tmp_path / "x", pets=["blur"], options={"blurr.sigma": "3"}), registry=registry)
     with pytest.raises(PluginLoadError, match="unknown pet 'nope'; available: .*blur"):
         run(_cfg(small_data, tmp_path / "x", pets=["nope"]), registry=registry)
-    weak = run(_cfg(small_data, tmp_path / "w", pets=["blur"], options={"blur.sigma": "0.5"}), registry=registry)
-    strong = run(_cfg(small_data, tmp_path / "s", pets=["blur"], options={"blur.sigma": "6"}), registry=registry)
-    assert _metric(weak, "blur", "none", "eer", "pca-pixels") < _metric(strong, "blur", "none", "eer", "pca-pixels")
+    with pytest.raises(PluginLoadError, match="valid options: sigma"):
+        run(_cfg(small_data, tmp_path / "x", pets=["blur[radius=3]"]), registry=registry)
+    # Inline options make variants of one plugin, each a row of its own.
+    both = run(_cfg(small_data, tmp_path / "w", pets=["blur[sigma=0.5]", "blur[sigma=6]"]), registry=registry)
+    assert _metric(both, "blur[sigma=0.5]", "none", "eer", "pca-pixels") < _metric(both, "blur[sigma=6]", "none", "eer", "pca-pixels")
 
 
 def test_duplicate_plugin_names_name_both_origins(tmp_path):
