@@ -33,6 +33,8 @@ def report_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each with a results.json) to merge into one leaderboard.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory to write, e.g. reports/NAME.")],
     force: Annotated[bool, typer.Option("--force", help="Merge even when the runs differ in data or protocol.")] = False,
+    images: Annotated[bool, typer.Option("--images/--no-images", help="Include the sample faces; leave them out to publish a "
+                                         "report on data that must not be redistributed (e.g. LFW).")] = True,
 ) -> None:
     """Merge runs into one leaderboard: markdown, CSV, JSON and a self-contained HTML page."""
     out = Path(out)
@@ -45,7 +47,11 @@ def report_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)
-    _copy_samples(merged, [Path(d) for d in run_dirs], out)
+    if images:
+        _copy_samples(merged, [Path(d) for d in run_dirs], out)
+    else:
+        for sample in merged["samples"]:
+            sample["images"] = {}
     (out / "results.json").write_text(json.dumps(json_safe(merged), indent=1, ensure_ascii=False), encoding="utf-8")
     for path in write_reports(merged, out):
         typer.echo(str(path))
