@@ -200,6 +200,35 @@ def test_fusion_net_masks_select_codes():
     assert [t.shape for t in out.conv] == [t.shape for t in s0.conv]
 
 
+def reference_fusion(net: FusionNet, s0: SCode, s1: SCode, common: SCode) -> SCode:
+    """The official algorithm, one layer at a time (nearest upsampling to the width, max pooling back)."""
+    up = lambda x: torch.nn.functional.interpolate(x[:, None], size=net.width, mode="nearest")[:, 0]  # noqa: E731
+    pool = lambda x, ch: torch.nn.functional.max_pool1d(x[:, None], net.width // ch)[:, 0]  # noqa: E731
+    out = [[], []]
+    for kind, lists in enumerate(((s0.conv, s1.conv, common.conv), (s0.rgb, s1.rgb, common.rgb))):
+        for i, (a, b, c) in enumerate(zip(*lists)):
+            ch = a.shape[1]
+            if i >= net.common_layers:
+                x = net.blender_segments(up(a), up(b), i, extra=torch.zeros_like(up(c)))
+            else:
+                x0 = up(pool(net.blender_common(up(a), up(c), i), ch))
+                x1 = up(pool(net.blender_common(up(b), up(c), i), ch))
+                x = net.blender_segments(x0, x1, i, extra=up(c))
+            out[kind].append(pool(x, ch))
+    return SCode(*out)
+
+
+def test_fusion_net_batched_layers_equal_the_per_layer_algorithm():
+    gen = tiny_generator()
+    s0, s1, common = (gen.styles(gen.mapping(torch.randn(3, 32))) for _ in range(3))
+    net = tiny_fusion(4)
+    with torch.no_grad():
+        got, want = net(s0, s1, common), reference_fusion(net, s0, s1, common)
+    for g, w in zip(got.conv + got.rgb, want.conv + want.rgb):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got.conv[0], s0.conv[0])
+
+
 def test_hierarchy_routes_pridss_segments():
     gen = tiny_generator()
     orig, cand = (gen.styles(gen.mapping(torch.randn(2, 32))) for _ in range(2))
