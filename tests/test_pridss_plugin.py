@@ -13,7 +13,8 @@ from sbpet_bench.testing import load_lfw3d_sample, make_context
 
 from sbpet_pridss import sbpet_register_assets
 from sbpet_pridss.fusion import fuse
-from sbpet_pridss.geometry import FaceGeometry, installed_shape_predictor, polygon_mask, region_masks, MOUTH
+from sbpet_pridss.geometry import (BROW_EYE_LEFT, BROW_EYE_RIGHT, MOUTH, NOSE, FaceGeometry, installed_shape_predictor,
+                                   polygon_mask, region_masks)
 from sbpet_pridss.plugin import PriDSS
 
 
@@ -103,18 +104,22 @@ def test_fusion_keeps_features_and_changes_skin(faces, geometry):
     marks = geometry.landmarks(faces.images)
     idx = torch.nonzero(marks.found).flatten()
     orig, cand = idx[:3], idx[-3:]  # males first, females last in the sample
-    fused = fuse(faces.images[orig], marks.points[orig], faces.images[cand].unsqueeze(1), marks.points[cand].unsqueeze(1))[:, 0]
+    args = (faces.images[orig], marks.points[orig], faces.images[cand].unsqueeze(1), marks.points[cand].unsqueeze(1))
     masks = region_masks(marks.points[orig], 90, 90)
-    diff = (fused - faces.images[orig]).abs().mean(1)  # (B, H, W)
-    for name in ("eyes", "mouth", "nose"):
+    skin = masks["skin"] > 0.9
+    diff = (fuse(*args)[:, 0] - faces.images[orig]).abs().mean(1)  # (B, H, W)
+    for name in ("eyes", "mouth", "nose", "hair_background"):
         keep = masks[name] > 0.999
         assert float(diff[keep].max()) < 1e-4, name
-    skin = masks["skin"] > 0.9
     assert float(diff[skin].mean()) > 0.02
-    # hair and background stay too
-    assert float(diff[masks["hair_background"] > 0.999].max()) < 1e-4
-    mouth_core = polygon_mask(marks.points[orig][:, list(MOUTH)], 90, 90) > 0
-    assert float(diff[mouth_core].max()) < 1e-4
+    # with the candidate's face shape, the inside of the features' own polygons stays untouched
+    shaped = (fuse(*args, face_shape=True)[:, 0] - faces.images[orig]).abs().mean(1)
+    for idx in (BROW_EYE_LEFT, BROW_EYE_RIGHT, NOSE, MOUTH):
+        poly = polygon_mask(marks.points[orig][:, list(idx)], 90, 90).unsqueeze(1)
+        core = -torch.nn.functional.max_pool2d(-poly, 3, 1, 1).squeeze(1) > 0  # interior: one pixel in from the edge
+        assert float(shaped[core].max()) < 1e-4, idx
+    assert float(shaped[skin].mean()) > 0.02
+    assert not torch.allclose(shaped, diff, atol=1e-3)  # the jaw line moved
 
 
 def test_selection_picks_lowest_pic(pridss, faces):

@@ -184,7 +184,7 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
 
 
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
-         candidate_points: torch.Tensor) -> torch.Tensor:
+         candidate_points: torch.Tensor, face_shape: bool = False) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -193,7 +193,10 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     warp over the shared triangulation); its colour-matched face skin (cheeks,
     forehead, jaw, beard area) replaces the original's through Poisson blending
     feathered by the soft skin mask, while the original's eyes and brows, nose,
-    mouth, hair and background stay. Returns (B, M, 3, H, W).
+    mouth, hair and background stay. With ``face_shape`` the result is then
+    warped so that its jaw line follows the candidate's (aligned on the inner
+    landmarks), the inner landmarks and the far border staying put: the
+    candidate's face shape. Returns (B, M, 3, H, W).
     """
     bsz, m = candidates.shape[:2]
     _, ch, h, w = originals.shape
@@ -210,4 +213,13 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     blended = poisson_blend(warped.view(bsz, m, ch, h, w), target, skin > 0.02)
     # Feather the texture hand-over: Poisson already matches the values on the boundary.
     alpha = skin.view(bsz, 1, 1, h, w)
-    return (alpha * blended + (1 - alpha) * target).clamp(0, 1)
+    fused = (alpha * blended + (1 - alpha) * target).clamp(0, 1)
+    if not face_shape:
+        return fused
+    own = original_points.float().repeat_interleave(m, 0)  # (N, 68, 2)
+    theirs = candidate_points.reshape(bsz * m, 68, 2).float()
+    shaped = own.clone()
+    shaped[:, :17] = _apply(similarity(theirs[:, _INNER], own[:, _INNER]), theirs[:, :17])
+    # Triangles without a jaw vertex map onto themselves, so the features are not resampled.
+    tri, lam = barycentric_map(with_border(shaped, w), h, w)
+    return warp_to(fused.reshape(bsz * m, ch, h, w), with_border(own, w), tri, lam, h, w).view(bsz, m, ch, h, w)

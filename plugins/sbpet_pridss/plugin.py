@@ -37,7 +37,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "2"
+    version = "3"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
@@ -47,6 +47,7 @@ class PriDSS(PET):
         "classifier": Option("resnet-gender-probe", "internal gender classifier for P(male) in the PIC"),
         "verifier": Option("faceapi-resnet", "internal face recogniser for SIM in the PIC"),
         "seed": Option(-1, "seed of the candidate draw; -1 uses the run's seed"),
+        "face_shape": Option(True, "also take the candidate's face shape: warp the fused face to its jaw line"),
         "pool_max": Option(2000, "at most this many pool faces are kept (a seeded random subset)"),
     }
     models = (SHAPE_PREDICTOR_ASSET,)
@@ -212,7 +213,8 @@ class PriDSS(PET):
             pool_x = F.interpolate(pool_x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
         device = x.device
         fused = fuse(x[rows.to(device)].float(), marks.points[rows].to(device),
-                     pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2)) \
+                     pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2),
+                     face_shape=bool(self.opts["face_shape"])) \
             if len(rows) else x.new_zeros(0, m, 3, h, w)
         return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
                 "gender_from_label": known}
