@@ -11,7 +11,7 @@ import torch
 from sbpet_bench.api import GenderClassifier, Verifier
 from sbpet_bench.testing import load_lfw3d_sample, make_context
 
-from sbpet_pridss import sbpet_register_assets
+from sbpet_pridss import SHAPE_PREDICTOR, sbpet_register_assets
 from sbpet_pridss.fusion import fuse
 from sbpet_pridss.geometry import (BROW_EYE_LEFT, BROW_EYE_RIGHT, MOUTH, NOSE, FaceGeometry, installed_shape_predictor,
                                    polygon_mask, region_masks)
@@ -58,7 +58,8 @@ def pridss(lfw3d, tmp_path_factory):
 
 
 def test_asset_matches_installed_model():
-    (asset,) = sbpet_register_assets()
+    asset = SHAPE_PREDICTOR
+    assert asset.name == PriDSS.models[0] and asset in sbpet_register_assets()
     path = installed_shape_predictor()
     assert os.path.getsize(path) == asset.size
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -175,3 +176,12 @@ def test_candidates_nested_across_m(pridss, faces):
     assert big.shape == (len(faces), 3)
     assert (small.candidates_for(faces.ids, faces.genders) == big[:, :2]).all()
     assert len({tuple(r) for r in big.tolist()}) > 1  # different images draw different candidates
+
+
+def test_latent_backend_is_wired(tmp_path):
+    from sbpet_pridss.latent.backend import LATENT_OPTIONS, LatentBackend
+
+    assert set(LATENT_OPTIONS) <= set(PriDSS.options)
+    plugin = PriDSS({"backend": "latent", "m": 4}, make_context(tmp_path))
+    backend = plugin._latent_backend()
+    assert isinstance(backend, LatentBackend) and backend.opts["m"] == 4

@@ -20,7 +20,12 @@ from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginError, Protec
 
 from .selection import select_lowest_pic
 
-SHAPE_PREDICTOR_ASSET = "dlib-shape-predictor-68"
+SHAPE_PREDICTOR_ASSET = "dlib-shape-predictor-68"  # declared in __init__.py
+
+try:  # the latent backend's own options (pridss.truncation, ...); the pixel backend works without them
+    from .latent.backend import LATENT_OPTIONS
+except ImportError:  # pragma: no cover - only when the latent backend is broken or absent
+    LATENT_OPTIONS = {}
 # Fused images scored at once: bounds memory whatever the batch size and M.
 _SCORE_CHUNK = 256
 
@@ -47,8 +52,9 @@ class PriDSS(PET):
         "classifier": Option("resnet-gender-probe", "internal gender classifier for P(male) in the PIC"),
         "verifier": Option("faceapi-resnet", "internal face recogniser for SIM in the PIC"),
         "seed": Option(-1, "seed of the candidate draw; -1 uses the run's seed"),
-        "face_shape": Option(True, "also take the candidate's face shape: warp the fused face to its jaw line"),
-        "pool_max": Option(2000, "at most this many pool faces are kept (a seeded random subset)"),
+        "face_shape": Option(True, "pixel backend: also take the candidate's face shape: warp the fused face to its jaw line"),
+        "pool_max": Option(2000, "pixel backend: at most this many pool faces are kept (a seeded random subset)"),
+        **LATENT_OPTIONS,
     }
     models = (SHAPE_PREDICTOR_ASSET,)
     requires = ("dlib", "scipy", "cv2")
