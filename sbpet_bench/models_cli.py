@@ -83,8 +83,13 @@ def verify() -> None:
 def add(name: str = typer.Argument(..., help="model name"),
         file: Path = typer.Argument(..., help="the file you downloaded")) -> None:
     """Register a file you downloaded by hand (for official-only weights); its checksum must match."""
+    store = _store()
     try:
-        path = _store().add(name, file)
+        path = store.add(name, file)
     except ModelStoreError as exc:
         _fail(str(exc))
     console.print(f"[green]ok[/green] {name}: {path}", highlight=False, soft_wrap=True)
+    recorded = store.recorded_sha256(name)
+    if recorded and not store.asset(name).sha256:
+        console.print(f"no sha256 is pinned for {name}; recorded {recorded} — compare it with the official source's",
+                      highlight=False, soft_wrap=True)

