@@ -118,16 +118,18 @@ class PriDSS(PET):
         keep = np.zeros(len(pool), bool)
         keep[rng.permutation(len(pool))[: int(self.opts["pool_max"])]] = True
         images, points, genders, ids = [], [], [], []
-        start = 0
+        start, no_face = 0, []
         for batch in pool.batches(64):
             sel = torch.from_numpy(keep[start : start + len(batch)])
             start += len(batch)
             if not sel.any():
                 continue
-            x = batch.images[sel].cpu()
+            x = batch.images.cpu()[sel]
             marks = self.geometry().landmarks(x)
             found = marks.found
-            g = batch.genders[sel].cpu()
+            batch_ids = np.array(batch.ids)[sel.numpy()].tolist()
+            no_face += [i for i, f in zip(batch_ids, found.tolist()) if not f]
+            g = batch.genders.cpu()[sel]
             unknown = g < 0
             if unknown.any():  # label unlabelled pool faces with the internal classifier
                 classifier, _ = self._evaluators()
@@ -137,14 +139,16 @@ class PriDSS(PET):
             images.append((x[found] * 255).round().to(torch.uint8))
             points.append(marks.points[found])
             genders.append(g[found])
-            ids += [i for i, f in zip(np.array(batch.ids)[sel.numpy()].tolist(), found.tolist()) if f]
+            ids += [i for i, f in zip(batch_ids, found.tolist()) if f]
         if not ids:
             raise PluginError("pridss found no face landmarks in any pool image; check the pool images")
         self._pool = {"images": torch.cat(images), "points": torch.cat(points), "genders": torch.cat(genders)}
         self._pool_ids = ids
         if self.context is not None:
             self.context.log(f"pridss: {len(ids)} pool faces with landmarks "
-                             f"({int((self._pool['genders'] == 1).sum())} male, {int((self._pool['genders'] == 0).sum())} female)")
+                             f"({int((self._pool['genders'] == 1).sum())} male, {int((self._pool['genders'] == 0).sum())} female); "
+                             f"{len(no_face)} pool faces without landmarks are not used as candidates"
+                             + (f": {', '.join(no_face[:5])}{', ...' if len(no_face) > 5 else ''}" if no_face else ""))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.opts["backend"] == "latent":
@@ -207,7 +211,7 @@ class PriDSS(PET):
         known = genders >= 0
         if not bool(known.all()):
             classifier, _ = self._evaluators()
-            p = classifier.predict_male(x[~known]).cpu()
+            p = classifier.predict_male(x[(~known).to(x.device)]).cpu()
             genders[~known] = (p > 0.5).long()
         rows = torch.nonzero(marks.found).flatten()
         cand = self.candidates_for([batch.ids[i] for i in rows.tolist()], genders[rows])
