@@ -13,9 +13,10 @@ from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginContext, Plug
 from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
 
-# Default budget: about 10-12 minutes on a 2-core CPU with the face-api auxiliary networks
-# (see benchmarks/privacynet_budget.py); raise it with --option privacynet.steps=N on a GPU.
-DEFAULT_STEPS = 400
+# Default budget: ~4 CPU-seconds a step with the face-api auxiliary networks (ngf 16, batch 8, 96 px),
+# i.e. about 10-12 minutes on an idle 2-core CPU (benchmarks/privacynet_budget.py measures it);
+# raise it with --option privacynet.steps=N on a GPU.
+DEFAULT_STEPS = 300
 CHECKPOINT_FILE = "train_checkpoint.pt"
 # Attributes that have auxiliary networks so far; the code reserves bits for the others.
 SUPPORTED = ("gender",)
@@ -33,18 +34,18 @@ class PrivacyNet(PET):
         "classifier": Option("resnet-gender-probe", "auxiliary gender classifier (differentiable; not the evaluator)"),
         "matcher": Option("faceapi-resnet", "auxiliary face matcher whose embedding of G's output must stay close"),
         "size": Option(96, "side of the square images G works on (divisible by 4)"),
-        "ngf": Option(32, "generator width (channels of its first layer)"),
+        "ngf": Option(16, "generator width (channels of its first layer)"),
         "ndf": Option(32, "discriminator width"),
         "n_res": Option(3, "residual blocks in the generator"),
         "steps": Option(DEFAULT_STEPS, "training steps (batches)"),
         "batch_size": Option(8, "training batch size"),
-        "lr": Option(1e-4, "Adam learning rate of G and D"),
-        "keep_fraction": Option(0.25, "share of training rows with the all-zero code (G must reconstruct them)"),
+        "lr": Option(5e-4, "Adam learning rate of G and D"),
+        "keep_fraction": Option(0.1, "share of training rows with the all-zero code (G must reconstruct them)"),
         "w_adv": Option(1.0, "weight of the GAN loss"),
-        "w_attr": Option(1.0, "weight of the auxiliary-classifier loss"),
+        "w_attr": Option(10.0, "weight of the auxiliary-classifier loss"),
         "w_id": Option(5.0, "weight of the face-matcher loss (1 - cosine)"),
         "w_rec": Option(10.0, "weight of the L1 reconstruction of kept rows"),
-        "w_prox": Option(2.0, "weight of the L1 distance of obfuscated rows to the input"),
+        "w_prox": Option(1.0, "weight of the L1 distance of obfuscated rows to the input"),
         "checkpoint_every": Option(50, "save a resumable training checkpoint every N steps"),
         "checkpoint": Option("", "load G from this file (a state saved by this plugin) and skip training"),
         "diagnostics": Option(False, "add the aux classifier's P(male) before/after per image (two extra passes)"),

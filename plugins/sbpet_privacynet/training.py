@@ -39,18 +39,18 @@ LOSS_NAMES = ("d", "g", "adv", "attr", "identity", "rec", "prox", "p_male_obf", 
 @dataclass(frozen=True)
 class TrainConfig:
     size: int = 96
-    ngf: int = 32
+    ngf: int = 16
     ndf: int = 32
     n_res: int = 3
     batch_size: int = 8
-    lr: float = 1e-4
-    keep_fraction: float = 0.25
+    lr: float = 5e-4
+    keep_fraction: float = 0.1
     target: str = "half"
     w_adv: float = 1.0
-    w_attr: float = 1.0
+    w_attr: float = 10.0
     w_id: float = 5.0
     w_rec: float = 10.0
-    w_prox: float = 2.0
+    w_prox: float = 1.0
     seed: int = 0
 
 
