@@ -145,6 +145,9 @@ def test_resnet_probe_fits_predicts_and_restores(resnet, context, lfw3d):
     with torch.no_grad():
         p_male = probe.predict_male(test.all(size=150).images)
     assert roc_auc_score(test.genders.numpy(), p_male.numpy()) > 0.8
+    with torch.no_grad():  # the shortcut for callers that already hold the embeddings gives the same P(male)
+        from_emb = probe.predict_male_from_embedding(resnet.embed(test.all(size=150).images))
+    assert torch.allclose(from_emb, p_male, atol=1e-6)
 
     state = probe.state_dict()
     assert set(state) == {"weight", "bias"} and state["weight"].shape == (128,)

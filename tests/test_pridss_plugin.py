@@ -185,3 +185,52 @@ def test_latent_backend_is_wired(tmp_path):
     plugin = PriDSS({"backend": "latent", "m": 4}, make_context(tmp_path))
     backend = plugin._latent_backend()
     assert isinstance(backend, LatentBackend) and backend.opts["m"] == 4
+
+
+class CountingVerifier(MeanGreyVerifier):
+    name = "test-grey-counting"
+    calls = 0
+
+    def embed(self, images):
+        self.calls += len(images)
+        return super().embed(images)
+
+
+class EmbeddingProbe(GenderClassifier):
+    """Stand-in for resnet-gender-probe: a logistic model on its embedder's embeddings."""
+
+    name = "test-probe"
+
+    def __init__(self, embedder):
+        super().__init__()
+        self.embedder = embedder
+        self.weight = torch.linspace(-3, 3, 256)
+
+    def predict_male_from_embedding(self, emb):
+        return torch.sigmoid(emb @ self.weight)
+
+    def predict_male(self, images):
+        return self.predict_male_from_embedding(self.embedder.embed(images))
+
+
+def test_score_reuses_verifier_embeddings(pridss, faces):
+    verifier = CountingVerifier()
+    probe = EmbeddingProbe(verifier)
+    ctx = make_context(pridss.context.work_dir, seed=3, model_path=pridss.context.model_path,
+                       plugins={"test-probe": probe, "test-grey-counting": verifier, "test-grey": MeanGreyVerifier()})
+    shared = PriDSS({**pridss.opts, "classifier": "test-probe", "verifier": "test-grey-counting"}, ctx)
+    shared.load_state_dict(pridss.state_dict())
+    parts = shared.fused_candidates(faces.all())
+    originals, fused = faces.images[parts["rows"]], parts["fused"]
+    n = fused.shape[0] * fused.shape[1]
+    assert shared.shared_embedding_classifier(probe, verifier) is not None
+    p_shared, sim_shared = shared.score(originals, fused)
+    assert verifier.calls == n + len(originals)  # each fusion embedded once
+    # another verifier instance than the probe's own: the probe must embed the images itself
+    other = PriDSS({**pridss.opts, "classifier": "test-probe", "verifier": "test-grey"}, ctx)
+    assert other.shared_embedding_classifier(probe, MeanGreyVerifier()) is None
+    verifier.calls = 0
+    p_fallback, sim_fallback = other.score(originals, fused)
+    assert verifier.calls == n
+    assert torch.allclose(p_shared, p_fallback, atol=1e-6) and torch.allclose(sim_shared, sim_fallback, atol=1e-6)
+    assert float(p_shared.std()) > 0.01  # a real spread, not a constant

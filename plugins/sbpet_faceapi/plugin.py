@@ -154,11 +154,22 @@ class ResnetGenderProbe(GenderClassifier):
         self.weight = torch.as_tensor(state["weight"], dtype=torch.float32).reshape(-1).to(self.device)
         self.bias = torch.as_tensor(state["bias"], dtype=torch.float32).reshape(1).to(self.device)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(B,) log-odds of male; differentiable with respect to the images."""
+    def logits_from_embedding(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B,) log-odds of male from (B, 128) ``embedder.embed`` outputs; differentiable."""
         if self.weight is None or self.bias is None:
             raise PluginError(f"{self.name} is not fitted: call fit(train) or load_state_dict first")
-        return self.embedder.embed(images) @ self.weight + self.bias
+        return embeddings.to(self.weight.device, self.weight.dtype) @ self.weight + self.bias
+
+    def predict_male_from_embedding(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B,) P(male) from embeddings of :attr:`embedder`: callers that already embedded the
+        images with that verifier (e.g. PriDSS's SIM) skip a second pass through the network."""
+        return torch.sigmoid(self.logits_from_embedding(embeddings))
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,) log-odds of male; differentiable with respect to the images."""
+        if self.weight is None or self.bias is None:  # before embedding: fail fast
+            raise PluginError(f"{self.name} is not fitted: call fit(train) or load_state_dict first")
+        return self.logits_from_embedding(self.embedder.embed(images))
 
     def predict_male(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(images))

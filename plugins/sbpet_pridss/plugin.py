@@ -229,14 +229,31 @@ class PriDSS(PET):
         return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
                 "gender_from_label": known}
 
+    @staticmethod
+    def shared_embedding_classifier(classifier, verifier):
+        """``classifier.predict_male_from_embedding`` when the classifier embeds with this very
+        verifier instance (duck-typed, no import of the classifier's plugin), else None."""
+        from_embedding = getattr(classifier, "predict_male_from_embedding", None)
+        if callable(from_embedding) and getattr(classifier, "embedder", None) is verifier:
+            return from_embedding
+        return None
+
     def score(self, originals: torch.Tensor, fused: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P(male) and SIM to the original for (B, M) fusions, in chunks."""
         classifier, verifier = self._evaluators()
         b, m = fused.shape[:2]
         flat = fused.reshape(b * m, *fused.shape[2:])
         chunks = [flat[i : i + _SCORE_CHUNK] for i in range(0, len(flat), _SCORE_CHUNK)]
-        p = torch.cat([classifier.predict_male(c).float().cpu() for c in chunks])
-        e = torch.cat([verifier.embed(c).float().cpu() for c in chunks])
+        from_embedding = self.shared_embedding_classifier(classifier, verifier)
+        p_parts, e_parts = [], []
+        for c in chunks:
+            e_c = verifier.embed(c)
+            # A classifier on the verifier's own embeddings (resnet-gender-probe on faceapi-resnet)
+            # reuses them: each fusion then goes through the network once instead of twice.
+            p_c = from_embedding(e_c) if from_embedding is not None else classifier.predict_male(c)
+            p_parts.append(p_c.float().cpu())
+            e_parts.append(e_c.float().cpu())
+        p, e = torch.cat(p_parts), torch.cat(e_parts)
         e0 = verifier.embed(originals).float().cpu()
         return p.view(b, m), (e.view(b, m, -1) * e0.unsqueeze(1)).sum(-1)
 
