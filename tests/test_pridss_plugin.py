@@ -234,3 +234,36 @@ def test_score_reuses_verifier_embeddings(pridss, faces):
     assert verifier.calls == n
     assert torch.allclose(p_shared, p_fallback, atol=1e-6) and torch.allclose(sim_shared, sim_fallback, atol=1e-6)
     assert float(p_shared.std()) > 0.01  # a real spread, not a constant
+
+
+def test_fusion_settings(faces, geometry):
+    from sbpet_pridss.fusion import match_colour
+
+    marks = geometry.landmarks(faces.images)
+    idx = torch.nonzero(marks.found).flatten()
+    orig, cand = idx[:2], idx[-2:]
+    args = (faces.images[orig], marks.points[orig], faces.images[cand].unsqueeze(1), marks.points[cand].unsqueeze(1))
+    # colour strength: 1 takes the target's per-channel mean over the region, 0 keeps the source's
+    weight = region_masks(marks.points[orig], 90, 90)["skin"]
+    src, dst = faces.images[cand], faces.images[orig]
+    mean = lambda x: (x * weight.unsqueeze(1)).sum((2, 3)) / weight.sum((1, 2)).unsqueeze(1)  # noqa: E731
+    assert torch.allclose(match_colour(src, dst, weight, 0.0), src)
+    assert (mean(match_colour(src, dst, weight, 1.0)) - mean(dst)).abs().max() < 0.02
+    # poisson=0 pastes the feathered skin: the original's features still stay, the skin still changes
+    pasted = fuse(*args, poisson=0.0)[:, 0]
+    poisson = fuse(*args)[:, 0]
+    masks = region_masks(marks.points[orig], 90, 90)
+    for name in ("eyes", "mouth", "hair_background"):
+        assert float((pasted - dst).abs()[(masks[name] > 0.999).unsqueeze(1).expand_as(dst)].max()) < 1e-4, name
+    assert not torch.allclose(pasted, poisson, atol=1e-2)
+    # a narrower feature margin and a taller forehead hand more of the face to the candidate
+    changed = lambda out: float(((out - dst).abs().mean(1) > 0.01).float().sum())  # noqa: E731
+    assert changed(fuse(*args, margin=0.02)[:, 0]) > changed(poisson)
+    assert changed(fuse(*args, forehead=0.8)[:, 0]) > changed(poisson)
+
+
+def test_bad_fusion_option_is_refused(tmp_path):
+    from sbpet_bench.api import PluginError
+
+    with pytest.raises(PluginError, match="pridss.colour"):
+        PriDSS({"colour": 1.5}, make_context(tmp_path))

@@ -104,8 +104,12 @@ def warp_to(sources: torch.Tensor, source_points: torch.Tensor, tri: torch.Tenso
     return F.grid_sample(sources, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Per-channel mean/std transfer of ``source`` towards ``target`` over the soft region ``weight``."""
+def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Per-channel mean/std transfer of ``source`` towards ``target`` over the soft region ``weight``.
+
+    ``strength`` 1 takes the target's mean and spread, 0 keeps the source's
+    (in between: the mean moves part way, the spread ratio is a power of it).
+    """
     w = weight.unsqueeze(1)
     total = w.sum((2, 3), keepdim=True).clamp(min=1e-6)
 
@@ -116,7 +120,8 @@ def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
 
     ms, ss = stats(source)
     mt, st = stats(target)
-    return ((source - ms) * (st / ss).clamp(0.5, 2.0) + mt).clamp(0, 1)
+    gain = (st / ss).clamp(0.5, 2.0) ** strength
+    return ((source - ms) * gain + ms + strength * (mt - ms)).clamp(0, 1)
 
 
 def _laplacian_system(region: np.ndarray):
@@ -184,7 +189,8 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
 
 
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
-         candidate_points: torch.Tensor, face_shape: bool = False) -> torch.Tensor:
+         candidate_points: torch.Tensor, face_shape: bool = False, colour: float = 1.0, poisson: float = 1.0,
+         margin: float = 0.055, forehead: float = 0.4, feather: float | None = None) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -197,6 +203,13 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     warped so that its jaw line follows the candidate's (aligned on the inner
     landmarks), the inner landmarks and the far border staying put: the
     candidate's face shape. Returns (B, M, 3, H, W).
+
+    ``colour``: strength of the colour transfer (:func:`match_colour`);
+    ``poisson``: 1 Poisson-blends the skin, 0 pastes the colour-matched skin
+    (feathered), in between mixes the two (Poisson's harmonic correction also
+    carries the original's shading at the region boundary, e.g. a beard
+    shadow round the mouth, into the candidate's skin); ``margin``,
+    ``forehead``, ``feather``: the skin region (:func:`.geometry.region_masks`).
     """
     bsz, m = candidates.shape[:2]
     _, ch, h, w = originals.shape
@@ -207,10 +220,16 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     lam = lam.repeat_interleave(m, 0)
     warped = warp_to(candidates.reshape(bsz * m, *candidates.shape[2:]).float(), src, tri, lam, h, w)
 
-    skin = region_masks(original_points.float(), h, w)["skin"]  # (B, H, W) soft
+    skin = region_masks(original_points.float(), h, w, feather=feather, margin=margin, forehead=forehead)["skin"]
     target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
-    warped = match_colour(warped, target.reshape(bsz * m, ch, h, w), skin.repeat_interleave(m, 0))
-    blended = poisson_blend(warped.view(bsz, m, ch, h, w), target, skin > 0.02)
+    warped = match_colour(warped, target.reshape(bsz * m, ch, h, w), skin.repeat_interleave(m, 0), colour)
+    region = skin > 0.02
+    warped = warped.view(bsz, m, ch, h, w)
+    # Outside the region Poisson returns the target: pasting does the same, so both keep the features.
+    pasted = torch.where(region.view(bsz, 1, 1, h, w), warped, target)
+    blended = pasted if poisson <= 0 else poisson_blend(warped, target, region)
+    if 0 < poisson < 1:
+        blended = poisson * blended + (1 - poisson) * pasted
     # Feather the texture hand-over: Poisson already matches the values on the boundary.
     alpha = skin.view(bsz, 1, 1, h, w)
     fused = (alpha * blended + (1 - alpha) * target).clamp(0, 1)

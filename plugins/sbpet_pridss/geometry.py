@@ -163,15 +163,16 @@ def _soften(mask: torch.Tensor, grow: int, blur: float) -> torch.Tensor:
     return m.squeeze(1).clamp(0, 1)
 
 
-def forehead_outline(points: torch.Tensor) -> torch.Tensor:
-    """Brow points lifted by 0.4x the brow-to-nose-tip height: the lower forehead, which on tight
+def forehead_outline(points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:
+    """Brow points lifted by ``lift`` x the brow-to-nose-tip height: the lower forehead, which on tight
     crops stays below most fringes (a higher line pulls candidates' hair into the face)."""
     brows = points[:, list(BROWS_RIGHT_TO_LEFT)]
-    lift = 0.4 * (points[:, 33:34, 1:2] - brows[..., 1:2]).clamp(min=0)
+    lift = lift * (points[:, 33:34, 1:2] - brows[..., 1:2]).clamp(min=0)
     return torch.cat([brows[..., :1], brows[..., 1:2] - lift], dim=-1)
 
 
-def region_masks(points: torch.Tensor, height: int, width: int, feather: float | None = None) -> dict[str, torch.Tensor]:
+def region_masks(points: torch.Tensor, height: int, width: int, feather: float | None = None,
+                 margin: float = 0.055, forehead: float = 0.4) -> dict[str, torch.Tensor]:
     """Soft ``(B, H, W)`` masks in [0, 1] from ``(B, 68, 2)`` landmarks.
 
     ``eyes`` (with brows), ``nose``, ``mouth``: the identity-bearing features,
@@ -179,17 +180,19 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
     the features (cheeks, forehead, jaw, beard area). ``hair_background``: the
     complement of the face. Margins scale with the image width (inputs are face
     crops, eyes about half the width apart), never with the batch's content, so
-    an image gets the same masks in any batch.
+    an image gets the same masks in any batch. ``margin``: how far the features
+    grow, as a fraction of the width; ``forehead``: see :func:`forehead_outline`;
+    ``feather``: the Gaussian sigma of the soft edges in pixels.
     """
     points = points.float()
-    grow = max(1, int(round(0.055 * width)))
+    grow = max(0, int(round(margin * width)))
     blur = feather if feather is not None else max(0.5, 0.02 * width)
 
     def fill(idx: tuple[int, ...]) -> torch.Tensor:
         return polygon_mask(points[:, list(idx)], height, width)
 
     eyes = torch.maximum(fill(BROW_EYE_LEFT), fill(BROW_EYE_RIGHT))
-    face = polygon_mask(torch.cat([points[:, list(JAW)], forehead_outline(points)], dim=1), height, width)
+    face = polygon_mask(torch.cat([points[:, list(JAW)], forehead_outline(points, forehead)], dim=1), height, width)
     masks = {
         "eyes": _soften(eyes, grow, blur),
         "nose": _soften(fill(NOSE), grow, blur),

@@ -42,7 +42,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "3"
+    version = "4"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
@@ -53,6 +53,16 @@ class PriDSS(PET):
         "verifier": Option("faceapi-resnet", "internal face recogniser for SIM in the PIC"),
         "seed": Option(-1, "seed of the candidate draw; -1 uses the run's seed"),
         "face_shape": Option(True, "pixel backend: also take the candidate's face shape: warp the fused face to its jaw line"),
+        "colour": Option(1.0, "pixel backend: colour transfer strength, 1 matches the candidate skin's mean and "
+                         "spread to the original's, 0 keeps the candidate's own"),
+        "poisson": Option(1.0, "pixel backend: 1 Poisson-blends the candidate skin, 0 pastes it with a feathered "
+                          "edge, in between mixes the two"),
+        "feature_margin": Option(0.055, "pixel backend: how far the kept eyes/brows, nose and mouth reach beyond "
+                                 "their landmarks, as a fraction of the image width"),
+        "forehead": Option(0.4, "pixel backend: height of the fused forehead above the brows, as a fraction of "
+                           "the brow-to-nose-tip height"),
+        "feather": Option(0.02, "pixel backend: softness of the skin mask's edges (Gaussian sigma as a fraction "
+                          "of the image width)"),
         "pool_max": Option(2000, "pixel backend: at most this many pool faces are kept (a seeded random subset)"),
         **LATENT_OPTIONS,
     }
@@ -65,6 +75,10 @@ class PriDSS(PET):
         super().__init__(options, context)
         if int(self.opts["m"]) < 1:
             raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
+        for key, low, high in (("colour", 0, 1), ("poisson", 0, 1), ("feature_margin", 0, 0.3),
+                               ("forehead", 0, 2), ("feather", 0, 0.2)):
+            if not low <= float(self.opts[key]) <= high:
+                raise PluginError(f"pridss.{key} must be between {low} and {high}, got {self.opts[key]}")
         self._geometry = None
         self._latent = None
         self._pool: dict[str, torch.Tensor] | None = None
@@ -224,7 +238,9 @@ class PriDSS(PET):
         device = x.device
         fused = fuse(x[rows.to(device)].float(), marks.points[rows].to(device),
                      pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2),
-                     face_shape=bool(self.opts["face_shape"])) \
+                     face_shape=bool(self.opts["face_shape"]), colour=float(self.opts["colour"]),
+                     poisson=float(self.opts["poisson"]), margin=float(self.opts["feature_margin"]),
+                     forehead=float(self.opts["forehead"]), feather=max(0.5, float(self.opts["feather"]) * w)) \
             if len(rows) else x.new_zeros(0, m, 3, h, w)
         return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
                 "gender_from_label": known}
