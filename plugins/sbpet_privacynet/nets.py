@@ -37,7 +37,7 @@ class ResidualBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(x, c): two stride-2 downsamplings, ``n_res`` residual blocks, two upsamplings.
+    """G(x, c): two stride-2 downsamplings, ``n_res`` residual blocks, two upsamplings (nearest + conv).
 
     As in StarGAN the code is broadcast over space and concatenated to the image.
     Unlike StarGAN, the network predicts a residual added to ``x`` and its last
@@ -56,8 +56,9 @@ class Generator(nn.Module):
             ch *= 2
         layers += [ResidualBlock(ch) for _ in range(n_res)]
         for _ in range(2):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.InstanceNorm2d(ch // 2, affine=True),
-                       nn.ReLU(inplace=True)]
+            # nearest upsampling + conv rather than StarGAN's transposed conv: no checkerboard artefacts
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch // 2, 3, 1, 1, bias=False),
+                       nn.InstanceNorm2d(ch // 2, affine=True), nn.ReLU(inplace=True)]
             ch //= 2
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 3, 7, 1, 3)

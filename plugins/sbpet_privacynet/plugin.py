@@ -13,10 +13,10 @@ from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginContext, Plug
 from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
 
-# Default budget: ~4 CPU-seconds a step with the face-api auxiliary networks (ngf 16, batch 8, 96 px),
-# i.e. about 10-12 minutes on an idle 2-core CPU (benchmarks/privacynet_budget.py measures it);
-# raise it with --option privacynet.steps=N on a GPU.
-DEFAULT_STEPS = 300
+# Default budget: measured 0.33 s a step on this project's idle 2-core CPU (face-api aux networks,
+# ngf 16, batch 8, 96 px), so about 3.5 minutes; 3.5-8 s a step when the CPU is heavily shared.
+# Raise it with --option privacynet.steps=N, e.g. on a GPU.
+DEFAULT_STEPS = 600
 CHECKPOINT_FILE = "train_checkpoint.pt"
 # Attributes that have auxiliary networks so far; the code reserves bits for the others.
 SUPPORTED = ("gender",)
@@ -24,7 +24,7 @@ SUPPORTED = ("gender",)
 
 class PrivacyNet(PET):
     name = "privacynet"
-    version = "1"
+    version = "2"
     description = ("PrivacyNet semi-adversarial GAN: StarGAN-style generator conditioned on a privacy code, PatchGAN "
                    "discriminator, frozen gender probe (confounded) and face matcher (kept); trained on the training split")
     options = {
@@ -43,9 +43,9 @@ class PrivacyNet(PET):
         "keep_fraction": Option(0.1, "share of training rows with the all-zero code (G must reconstruct them)"),
         "w_adv": Option(1.0, "weight of the GAN loss"),
         "w_attr": Option(10.0, "weight of the auxiliary-classifier loss"),
-        "w_id": Option(5.0, "weight of the face-matcher loss (1 - cosine)"),
+        "w_id": Option(20.0, "weight of the face-matcher loss (1 - cosine)"),
         "w_rec": Option(10.0, "weight of the L1 reconstruction of kept rows"),
-        "w_prox": Option(1.0, "weight of the L1 distance of obfuscated rows to the input"),
+        "w_prox": Option(5.0, "weight of the L1 distance of obfuscated rows to the input"),
         "checkpoint_every": Option(50, "save a resumable training checkpoint every N steps"),
         "checkpoint": Option("", "load G from this file (a state saved by this plugin) and skip training"),
         "diagnostics": Option(False, "add the aux classifier's P(male) before/after per image (two extra passes)"),

@@ -48,9 +48,9 @@ class TrainConfig:
     target: str = "half"
     w_adv: float = 1.0
     w_attr: float = 10.0
-    w_id: float = 5.0
+    w_id: float = 20.0
     w_rec: float = 10.0
-    w_prox: float = 1.0
+    w_prox: float = 5.0
     seed: int = 0
 
 
