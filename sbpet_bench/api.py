@@ -232,6 +232,9 @@ class Plugin:
     # learned state from ``state_dict`` (tensors/arrays only: the harness caches
     # it and restores it with ``load_state_dict`` instead of fitting again).
     fits: ClassVar[bool] = False
+    # The options that change what ``fit`` learns (None = all of them). Variants that differ only in
+    # other options (e.g. ``pridss[m=5]`` and ``pridss[m=10]``) then share one fitted state.
+    fit_options: ClassVar[tuple[str, ...] | None] = None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}

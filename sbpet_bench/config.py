@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -65,7 +66,8 @@ LIST_FIELDS = {"pets", "attackers", "classifiers", "verifiers", "featurizers", "
 def split_names(value: str | list[str] | None) -> list[str] | None:
     if value is None:
         return None
-    items = value if isinstance(value, list) else value.split(",")
+    # Split on commas outside brackets, so "pridss[m=5,poisson=0],blur" is two plugins.
+    items = value if isinstance(value, list) else re.split(r",(?![^\[]*\])", value)
     return [item.strip() for item in items if str(item).strip()]
 
 

@@ -145,6 +145,12 @@ class PluginHost:
         return stable_hash(entry.kind, entry.name, entry.version, options, self.model_hashes(entry), fit_part,
                            self.cfg.seed, self.image_size)
 
+    def fit_key(self, entry: PluginEntry, options: dict[str, Any]) -> str:
+        """What determines the fitted state: the key over the options that ``fit`` uses only."""
+        names = entry.cls.fit_options
+        relevant = options if names is None else {k: options[k] for k in names if k in options}
+        return stable_hash("fit", self.plugin_key(entry, relevant))
+
     def get(self, kind: str, name: str, extra_options: dict[str, Any] | None = None) -> tuple[Plugin, str]:
         """A ready (fitted) plugin instance and its key."""
         entry = self.registry.get(kind, name)
@@ -153,14 +159,15 @@ class PluginHost:
         if memo in self.instances:
             return self.instances[memo]
         key = self.plugin_key(entry, options)
+        fit_key = self.fit_key(entry, options) if entry.cls.fits else key
         context = PluginContext(
-            device=self.device, seed=self.cfg.seed, work_dir=str(self.cache.work_dir(key)), model_path=self.model_path,
+            device=self.device, seed=self.cfg.seed, work_dir=str(self.cache.work_dir(fit_key)), model_path=self.model_path,
             get_classifier=lambda n, **o: self.get("classifier", n, o)[0],
             get_verifier=lambda n, **o: self.get("verifier", n, o)[0],
             log=self.reporter.log, progress=self.reporter.track, train=self.train, trust_pickle=self.cfg.trust_pickle)
         plugin = entry.create(options, context)
         if entry.cls.fits:
-            self._fit(plugin, entry, key)
+            self._fit(plugin, entry, fit_key)
         self.instances[memo] = (plugin, key)
         return plugin, key
 
@@ -395,7 +402,8 @@ class Run:
         for kind, names in (("classifier", classifiers), ("verifier", verifiers), ("featurizer", featurizers)):
             for name in names:
                 try:
-                    self.evaluator_instances[(kind, name)] = host.get(kind, name)
+                    base, inline = parse_spec(name)
+                    self.evaluator_instances[(kind, name)] = host.get(kind, base, inline)
                     ready[kind].append(name)
                 except Exception as exc:  # noqa: BLE001 - one broken evaluator must not stop the others
                     self._error(name, kind, "load", None, exc)
@@ -640,7 +648,7 @@ class Run:
         metric_plugins = []
         for name in metrics:
             try:
-                metric_plugins.append((name, *host.get("metric", name)))
+                metric_plugins.append((name, *host.get("metric", *parse_spec(name))))
             except Exception as exc:  # noqa: BLE001
                 self._error(name, "metric", "load", None, exc)
 

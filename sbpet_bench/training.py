@@ -23,5 +23,6 @@ def train_plugin(name: str, cfg: RunConfig) -> Path:
         raise ConfigError(f"{kind} {name!r} has nothing to train")
     with runner.reporter:
         host = runner.setup()
-        _, key = host.get(kind, name)
+        host.get(kind, name)
+        key = host.fit_key(entry, host.options_for(entry))
     return runner.cache.root / "fit" / key[:2] / f"{key}.pt"

@@ -56,3 +56,13 @@ def test_cli_errors_are_specific_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sbpet_bench.cli", "run", "--pets", "pridss-typo", "--data", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown pet 'pridss-typo'" in proc.stderr and "blur" in proc.stderr
+
+
+def test_plugin_lists_split_outside_brackets():
+    from sbpet_bench.config import split_names
+    from sbpet_bench.pipeline import parse_spec
+
+    assert split_names("pridss[m=5,poisson=0],blur, noise") == ["pridss[m=5,poisson=0]", "blur", "noise"]
+    assert parse_spec("pridss[m=5,poisson=0]") == ("pridss", {"m": "5", "poisson": "0"})
+    with pytest.raises(ConfigError, match="option=value"):
+        parse_spec("pridss[m]")

@@ -143,3 +143,17 @@ def test_killed_run_resumes_with_identical_metrics(small_data, tmp_path):
     b = json.loads((fresh / "results.json").read_text())
     for metric in ("auc", "eer"):
         assert _metric(a, "slow-noise", "none", metric) == _metric(b, "slow-noise", "none", metric)
+
+
+def test_variants_share_a_fit_when_only_other_options_differ(small_data, tmp_path, registry):
+    from sbpet_bench.pipeline import Run
+
+    runner = Run(_cfg(small_data, tmp_path / "k", pets=["identity"]), registry=registry)
+    host = runner.setup()
+    entry = registry.get("classifier", "hog-logreg")
+    a, b = host.options_for(entry, {"c": "0.1"}), host.options_for(entry, {"c": "1.0"})
+    assert host.fit_key(entry, a) != host.fit_key(entry, b)  # fit_options None: every option counts
+    pridss = registry.get("pet", "pridss")
+    m5, m10 = host.options_for(pridss, {"m": "5"}), host.options_for(pridss, {"m": "10"})
+    assert host.plugin_key(pridss, m5) != host.plugin_key(pridss, m10)
+    assert host.fit_key(pridss, m5) == host.fit_key(pridss, m10)

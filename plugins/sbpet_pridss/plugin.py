@@ -73,6 +73,9 @@ class PriDSS(PET):
     requires = ("dlib", "scipy", "cv2")
     input_size = None  # works at the batch's size; the pool is resized to it
     fits = True
+    # fit only picks and landmarks the pool (pixel) or hands over to the latent backend, so variants
+    # that differ in m or the fusion settings share one fitted pool.
+    fit_options = ("backend", "seed", "pool_max", "classifier", *LATENT_OPTIONS)
 
     def __init__(self, options: Mapping[str, Any] | None = None, context=None):
         super().__init__(options, context)
