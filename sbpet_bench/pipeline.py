@@ -475,10 +475,10 @@ class Run:
                 if cond.failed:
                     continue
                 try:
-                    img_key, loader = self._images_for(cond, b, batch_fp, recs, genders, host, cache, transforms,
+                    img_key, loader = self._images_for(cond, batch_fp, recs, genders, host, cache, transforms,
                                                        image_keys, image_cache, original_u8, diag_lines)
                     image_keys[key] = img_key
-                    self._score(cond, b, img_key, loader, host, cache, evaluators)
+                    self._score(cond, img_key, loader, host, cache, evaluators)
                     cond.ids += [r.id for r in recs]
                     self._keep_samples(cond, b, recs, loader)
                 except StageError as exc:
@@ -504,7 +504,7 @@ class Run:
             return "score originals"
         return f"{cond.pet} → {cond.attacker}" if cond.attacker != NONE else f"protect {cond.pet}"
 
-    def _images_for(self, cond, b, batch_fp, recs, genders, host, cache, transforms, image_keys, image_cache, original_u8,
+    def _images_for(self, cond, batch_fp, recs, genders, host, cache, transforms, image_keys, image_cache, original_u8,
                     diag_lines) -> tuple[str, Callable[[], np.ndarray]]:
         """The cache key of a condition's images for this batch, and a loader that computes them if needed."""
         if cond.pet == ORIGINAL and cond.attacker == NONE:
@@ -587,9 +587,8 @@ class Run:
             if rec.id in sample_index:
                 sample_index[rec.id]["diagnostics"][cond.key] = diag
 
-    def _score(self, cond: Condition, b: int, img_key: str, loader, host: PluginHost, cache: Cache,
+    def _score(self, cond: Condition, img_key: str, loader, host: PluginHost, cache: Cache,
                evaluators: dict[str, list[str]]) -> None:
-        n_expected = None
         for kind, store_name, target in (("classifier", "p_male", cond.p_male), ("verifier", "embedding", cond.embeddings),
                                          ("featurizer", "features", cond.features)):
             for name in evaluators[kind]:
@@ -598,7 +597,6 @@ class Run:
                 cached = cache.get_arrays("scores", key)
                 if cached is None:
                     u8 = loader()
-                    n_expected = len(u8)
                     t0 = time.perf_counter()
                     try:
                         with torch.no_grad():
@@ -618,8 +616,8 @@ class Run:
                 else:
                     arr = cached[store_name]
                 target[name].append(arr)
-        if n_expected is None and not any(evaluators.values()):
-            loader()
+        if not any(evaluators.values()):
+            loader()  # no evaluator asked for the images: still protect/recover them for the cache and samples
 
     def _keep_samples(self, cond: Condition, b: int, recs, loader) -> None:
         """Write the first few images of every condition for the report's grid."""
@@ -690,10 +688,10 @@ class Run:
                 self.warnings += [f"{name}: {w.message}" for w in caught if str(w.message) not in self.warnings]
                 host.cache.put_json("metrics", cache_key, values)
                 row["metrics"] += values
-            self._sample_scores(cond, data, rows)
+            self._sample_scores(cond, data)
         return out
 
-    def _sample_scores(self, cond: Condition, data: MetricInput, rows: np.ndarray) -> None:
+    def _sample_scores(self, cond: Condition, data: MetricInput) -> None:
         index = {i: k for k, i in enumerate(cond.ids)}
         for sample in self.samples:
             k = index.get(sample["id"])
