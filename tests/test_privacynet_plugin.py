@@ -12,7 +12,7 @@ from sbpet_bench.api import FaceBatch, GenderClassifier, PluginError, Verifier
 from sbpet_bench.testing import InMemoryFaceSet, make_context
 from sbpet_privacynet.nets import Generator, PatchDiscriminator, privacy_code
 from sbpet_privacynet.plugin import CHECKPOINT_FILE, PrivacyNet
-from sbpet_privacynet.training import AuxNets, Trainer, bernoulli_kl
+from sbpet_privacynet.training import AuxNets, Trainer, bernoulli_kl, random_views, total_variation
 
 TINY = {"size": 32, "ngf": 8, "ndf": 8, "n_res": 1, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3}
 
@@ -82,13 +82,13 @@ def test_few_steps_lower_the_attribute_loss_and_keep_aux_frozen(tmp_path):
 
     def attr_loss() -> float:
         with torch.no_grad():
-            return bernoulli_kl(torch.full((len(x),), 0.5), aux(trainer.G(x, code))[0]).mean().item()
+            return bernoulli_kl(torch.full((len(x),), 0.5), aux(trainer.G(x, code))[0][0]).mean().item()
 
     before = attr_loss()
     trainer.run(images, data.genders, aux, 40)
     after = attr_loss()
     assert after < 0.8 * before, (before, after)
-    assert aux.classifier.scale.grad is None  # only G's parameters receive gradients
+    assert aux.classifiers[0].scale.grad is None  # only G's parameters receive gradients
     assert trainer.step == 40 and len(trainer.history) == 40
 
 
@@ -165,8 +165,37 @@ def test_shared_probe_pass_matches_separate_passes():
     matcher = PoolMatcher()
     shared = AuxNets(Probe(matcher), matcher)
     separate = AuxNets(Probe(PoolMatcher()), matcher)
-    separate.classifier.weight, separate.classifier.bias = shared.classifier.weight, shared.classifier.bias
-    assert shared.shared and not separate.shared
+    separate.classifiers[0].weight, separate.classifiers[0].bias = shared.classifiers[0].weight, shared.classifiers[0].bias
+    assert shared._shares_matcher(shared.classifiers[0]) and not separate._shares_matcher(separate.classifiers[0])
     x = torch.rand(3, 3, 32, 32)
     (la, ea), (lb, eb) = shared(x), separate(x)
     assert torch.allclose(la, lb, atol=1e-4) and torch.equal(ea, eb)
+
+
+def test_ensemble_gives_one_logit_row_per_classifier(tmp_path):
+    pet = make(tmp_path, classifier="stub-gender+stub-gender")
+    logits, emb = pet.aux()(torch.rand(5, 3, 32, 32))
+    assert logits.shape == (2, 5) and emb.shape[0] == 5
+    assert torch.equal(logits[0], logits[1])
+    with pytest.raises(PluginError, match="classifier is empty"):
+        make(tmp_path, classifier=" + ").aux()
+
+
+def test_random_views_are_seeded_differentiable_and_off_at_zero():
+    x = torch.rand(6, 3, 32, 32, requires_grad=True)
+    a = random_views(x, torch.Generator().manual_seed(1), 1.0)
+    b = random_views(x, torch.Generator().manual_seed(1), 1.0)
+    c = random_views(x, torch.Generator().manual_seed(2), 1.0)
+    assert torch.equal(a, b) and not torch.allclose(a, c)  # same seed, same views: input and output match
+    assert a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert random_views(x, torch.Generator().manual_seed(1), 0.0) is x
+
+
+def test_total_variation_penalises_texture_not_flat_changes():
+    flat = torch.full((2, 3, 16, 16), 0.2)
+    stripes = torch.zeros(2, 3, 16, 16)
+    stripes[..., ::2] = 0.2
+    assert torch.allclose(total_variation(flat), torch.zeros(2))
+    assert (total_variation(stripes) > 0.15).all()

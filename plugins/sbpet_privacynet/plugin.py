@@ -31,7 +31,8 @@ class PrivacyNet(PET):
         "obfuscate": Option("gender", "comma-separated attributes to obfuscate (have auxiliary networks: gender)"),
         "target": Option("half", "what the aux classifier's P(male) is pushed to on obfuscated faces: 0.5 or the opposite",
                          choices=("half", "flip")),
-        "classifier": Option("resnet-gender-probe", "auxiliary gender classifier (differentiable; not the evaluator)"),
+        "classifier": Option("resnet-gender-probe", "auxiliary gender classifier(s), joined by '+' (e.g. "
+                             "resnet-gender-probe+cnn-gender): G must confound all of them (differentiable; not the evaluator)"),
         "matcher": Option("faceapi-resnet", "auxiliary face matcher whose embedding of G's output must stay close"),
         "size": Option(96, "side of the square images G works on (divisible by 4)"),
         "ngf": Option(16, "generator width (channels of its first layer)"),
@@ -46,6 +47,9 @@ class PrivacyNet(PET):
         "w_id": Option(20.0, "weight of the face-matcher loss (1 - cosine)"),
         "w_rec": Option(10.0, "weight of the L1 reconstruction of kept rows"),
         "w_prox": Option(5.0, "weight of the L1 distance of obfuscated rows to the input"),
+        "w_tv": Option(0.0, "weight of the total variation of G's change (discourages high-frequency texture)"),
+        "augment": Option(1.0, "strength of the random views (zoom, shift, rotation, light, blur) through which the "
+                          "auxiliary networks see G's output; 0 shows them the exact pixels"),
         "checkpoint_every": Option(50, "save a resumable training checkpoint every N steps"),
         "checkpoint": Option("", "load G from this file (a state saved by this plugin) and skip training"),
         "diagnostics": Option(False, "add the aux classifier's P(male) before/after per image (two extra passes)"),
@@ -75,6 +79,7 @@ class PrivacyNet(PET):
         return TrainConfig(size=self.input_size, ngf=o["ngf"], ndf=o["ndf"], n_res=o["n_res"], batch_size=o["batch_size"],
                            lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
                            w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
+                           w_tv=o["w_tv"], augment=o["augment"],
                            seed=self.context.seed if self.context else 0)
 
     @property
@@ -87,7 +92,10 @@ class PrivacyNet(PET):
         ctx = self.context
         if ctx is None:
             raise PluginError("privacynet needs a PluginContext to reach its auxiliary networks")
-        return AuxNets(ctx.get_classifier(self.opts["classifier"]), ctx.get_verifier(self.opts["matcher"]))
+        names = [n.strip() for n in str(self.opts["classifier"]).replace(",", "+").split("+") if n.strip()]
+        if not names:
+            raise PluginError("privacynet: option classifier is empty; name at least one gender classifier plugin")
+        return AuxNets([ctx.get_classifier(n) for n in names], ctx.get_verifier(self.opts["matcher"]))
 
     # ---- training
 
@@ -181,7 +189,8 @@ class PrivacyNet(PET):
         if self.opts["diagnostics"]:
             aux = self.aux()
             with torch.no_grad():
-                before, after = torch.sigmoid(aux(xin)[0]).tolist(), torch.sigmoid(aux(out_s)[0]).tolist()
+                before = torch.sigmoid(aux(xin)[0]).mean(0).tolist()
+                after = torch.sigmoid(aux(out_s)[0]).mean(0).tolist()
             for d, b, a in zip(diags, before, after):
                 d.update(aux_p_male_before=round(b, 4), aux_p_male_after=round(a, 4))
         return ProtectResult(out, diags)

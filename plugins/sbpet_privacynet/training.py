@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .nets import ATTRIBUTES, Generator, PatchDiscriminator
 
-LOSS_NAMES = ("d", "g", "adv", "attr", "identity", "rec", "prox", "p_male_obf", "seconds")
+LOSS_NAMES = ("d", "g", "adv", "attr", "identity", "rec", "prox", "tv", "p_male_obf", "seconds")
 
 
 @dataclass(frozen=True)
@@ -51,31 +51,79 @@ class TrainConfig:
     w_id: float = 20.0
     w_rec: float = 10.0
     w_prox: float = 5.0
+    w_tv: float = 0.0
+    augment: float = 1.0
     seed: int = 0
 
 
 class AuxNets:
-    """The frozen auxiliary networks: log-odds of male and unit-norm embeddings, differentiable in the images.
+    """The frozen auxiliary networks: log-odds of male, one row per classifier, and unit-norm embeddings.
 
-    When the classifier is a linear probe on the matcher's own embeddings (as the default
+    Several classifiers form an ensemble: G has to confound all of them, which pushes it
+    towards changes that unlike networks agree on — and that carry over to an unseen
+    evaluator — rather than towards one network's adversarial blind spots. A classifier
+    that is a linear probe on the matcher's own embeddings (as the default
     ``resnet-gender-probe`` on ``faceapi-resnet`` is: it exposes ``embedder``, ``weight`` and
-    ``bias``), one pass of the matcher yields both, which halves the cost of a step.
+    ``bias``) reuses the matcher's pass instead of running the network again.
     """
 
-    def __init__(self, classifier: Any, matcher: Any):
-        self.classifier, self.matcher = classifier, matcher
-        self.shared = (getattr(classifier, "embedder", None) is matcher
-                       and isinstance(getattr(classifier, "weight", None), torch.Tensor)
-                       and isinstance(getattr(classifier, "bias", None), torch.Tensor))
+    def __init__(self, classifiers: Any, matcher: Any):
+        self.classifiers = list(classifiers) if isinstance(classifiers, (list, tuple)) else [classifiers]
+        self.matcher = matcher
+
+    def _shares_matcher(self, classifier: Any) -> bool:
+        return (getattr(classifier, "embedder", None) is self.matcher
+                and isinstance(getattr(classifier, "weight", None), torch.Tensor)
+                and isinstance(getattr(classifier, "bias", None), torch.Tensor))
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.matcher.embed(images)
-        if self.shared:
-            return emb @ self.classifier.weight + self.classifier.bias, emb
-        if hasattr(self.classifier, "logits"):
-            return self.classifier.logits(images).reshape(-1), emb
-        p = self.classifier.predict_male(images).reshape(-1).clamp(1e-6, 1 - 1e-6)
-        return torch.log(p) - torch.log1p(-p), emb
+        rows = []
+        for clf in self.classifiers:
+            if self._shares_matcher(clf):
+                rows.append(emb @ clf.weight + clf.bias)
+            elif hasattr(clf, "logits"):
+                rows.append(clf.logits(images).reshape(-1))
+            else:
+                p = clf.predict_male(images).reshape(-1).clamp(1e-6, 1 - 1e-6)
+                rows.append(torch.log(p) - torch.log1p(-p))
+        return torch.stack(rows), emb
+
+
+def random_views(images: torch.Tensor, gen: torch.Generator, strength: float) -> torch.Tensor:
+    """Random zoom, shift, rotation, brightness/contrast and blur of each image, differentiably.
+
+    The auxiliary networks see G's output through these (and the reference through the
+    same ones), so G cannot rely on perturbations that only work pixel-exactly: the
+    changes that survive are the coarse, semantic ones that other classifiers also read.
+    """
+    if strength <= 0:
+        return images
+    b, dev = images.shape[0], images.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(b, generator=gen)).to(dev)
+
+    angle = uniform(-8, 8) * strength * torch.pi / 180
+    scale = 1 + uniform(-0.1, 0.1) * strength
+    tx, ty = uniform(-0.06, 0.06) * strength, uniform(-0.06, 0.06) * strength
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gain, bias = 1 + uniform(-0.15, 0.15) * strength, uniform(-0.06, 0.06) * strength
+    out = (out - 0.5) * gain.view(b, 1, 1, 1) + 0.5 + bias.view(b, 1, 1, 1)
+    # half the views are blurred a little (3x3 binomial), which erases pixel-level tricks
+    blurred = F.avg_pool2d(F.pad(out, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    pick = (torch.rand(b, generator=gen) < 0.5 * strength).to(dev).view(b, 1, 1, 1)
+    return torch.where(pick, blurred, out).clamp(0, 1)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Per-image mean absolute difference of neighbouring pixels."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
+    return dx + dy
 
 
 def bernoulli_kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -138,27 +186,32 @@ class Trainer:
         d_loss.backward()
         self.opt_d.step()
 
-        # G: realism, attribute confounding/keeping, identity, pixels.
+        # G: realism, attribute confounding/keeping, identity, pixels. The auxiliary networks see
+        # the same random view of the input and of G's output (two generators, one seed).
         adv = (self.D(fake) - 1).pow(2).mean()
+        view_seed = self.cfg.seed * 7_919 + self.step
         with torch.no_grad():
-            logit0, emb0 = aux(x)
-        logit1, emb1 = aux(fake)
-        p0 = torch.sigmoid(logit0)
+            logit0, emb0 = aux(random_views(x, torch.Generator().manual_seed(view_seed), cfg.augment))
+        logit1, emb1 = aux(random_views(fake, torch.Generator().manual_seed(view_seed), cfg.augment))
+        p0 = torch.sigmoid(logit0)  # (classifiers, batch)
         obf_target = torch.full_like(p0, 0.5) if cfg.target == "half" else 1 - p0
         target = obf * obf_target + keep * p0
         attr = bernoulli_kl(target, logit1).mean()
         identity = (1 - (emb1 * emb0).sum(1)).mean()
         l1 = (fake - x).abs().flatten(1).mean(1)
         rec, prox = _masked_mean(l1, keep), _masked_mean(l1, obf)
-        g_loss = cfg.w_adv * adv + cfg.w_attr * attr + cfg.w_id * identity + cfg.w_rec * rec + cfg.w_prox * prox
+        tv = total_variation(fake - x).mean()  # penalises high-frequency changes: texture, not shape
+        g_loss = (cfg.w_adv * adv + cfg.w_attr * attr + cfg.w_id * identity + cfg.w_rec * rec + cfg.w_prox * prox
+                  + cfg.w_tv * tv)
         self.opt_g.zero_grad(set_to_none=True)
         # Only G's parameters: the auxiliary networks stay frozen whatever they are made of.
         g_loss.backward(inputs=list(self.G.parameters()))
         self.opt_g.step()
         self.step += 1
-        p_obf = _masked_mean(torch.sigmoid(logit1.detach()), obf)
+        p_obf = _masked_mean(torch.sigmoid(logit1.detach()).mean(0), obf)
         return {"d": d_loss.item(), "g": g_loss.item(), "adv": adv.item(), "attr": attr.item(),
-                "identity": identity.item(), "rec": rec.item(), "prox": prox.item(), "p_male_obf": p_obf.item()}
+                "identity": identity.item(), "rec": rec.item(), "prox": prox.item(), "tv": tv.item(),
+                "p_male_obf": p_obf.item()}
 
     def run(self, images: torch.Tensor, genders: torch.Tensor, aux: AuxNets, steps: int, *,
             checkpoint: Path | None = None, every: int = 50,

@@ -8,9 +8,10 @@ from sbpet_bench import hookimpl
 
 @hookimpl
 def sbpet_register_classifiers():
+    from .cnn import CnnGender
     from .evaluators import HogLogisticGender
 
-    return [HogLogisticGender]
+    return [HogLogisticGender, CnnGender]
 
 
 @hookimpl
