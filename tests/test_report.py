@@ -205,3 +205,39 @@ def test_report_command_writes_everything_and_copies_samples(tmp_path):
     assert (out / "samples" / "b").is_dir()
     res = runner.invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "rep2")])
     assert res.exit_code == 2 and "no results.json" in res.output
+
+
+def _cond(pet, auc, eer, kid=None, attacker="none"):
+    metrics = [{"metric": "privacy_auc", "value": auc, "evaluator": "clf", "protocol": ""},
+               {"metric": "eer", "value": eer, "evaluator": "ver", "protocol": "protected-vs-original"}]
+    if kid is not None:
+        metrics.append({"metric": "kid", "value": kid, "evaluator": "feat", "protocol": ""})
+    return {"pet": pet, "attacker": attacker, "status": "ok", "metrics": metrics}
+
+
+def test_equal_privacy_comparison_interpolates_the_variant_curve():
+    from sbpet_bench.report.tradeoff import tradeoff
+    from sbpet_bench.report.writers import to_markdown
+
+    results = {"conditions": [
+        _cond("original", 0.98, 0.0, 0.0), _cond("blur[sigma=1]", 0.9, 0.02, 1e-3), _cond("blur[sigma=4]", 0.7, 0.2, 3e-3),
+        _cond("good", 0.8, 0.05, 5e-4), _cond("leaky", 0.8, 0.15, 5e-4), _cond("blurry", 0.85, 0.03, 4e-3),
+        _cond("outside", 0.6, 0.01, 1e-4), _cond("good", 0.95, 0.5, 1e-4, attacker="pp-d")]}
+    t = tradeoff(results)
+    assert t is not None and t.protocol == "protected-vs-original" and t.realism_metric == "kid"
+    assert list(t.curves()) == ["blur"]
+    by_pet = {c.pet: c for c in t.comparisons}
+    assert set(by_pet) == {"good", "leaky", "blurry"}  # 'outside' is beyond the curve; attacked rows are not PETs
+    assert by_pet["good"].curve_eer == pytest.approx(0.11) and by_pet["good"].curve_realism == pytest.approx(2e-3)
+    assert by_pet["good"].dominates
+    assert not by_pet["leaky"].dominates  # higher EER than blur at the same privacy
+    assert by_pet["blurry"].lower_eer and by_pet["blurry"].better_realism is False and not by_pet["blurry"].dominates
+    md = to_markdown(results, build_leaderboard(results))
+    assert "## At equal privacy" in md and "| good | 0.800 | 0.0500 | blur | 0.110 |" in md
+
+
+def test_no_equal_privacy_section_without_a_curve(run, tmp_path):
+    run_dir, results = run
+    write_reports(results, tmp_path / "out", run_dir=run_dir)
+    assert "At equal privacy" not in (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "No comparison" in (tmp_path / "out" / "report.html").read_text()

@@ -51,7 +51,8 @@ def test_dom_after_scripts_has_sorted_table_plots_and_inert_names(report):
     assert first.replace("&gt;", ">") == min(eers, key=eers.get)
     assert 'aria-sort="ascending"' in table
     plots = re.findall(r'<img alt="(ROC curves|DET curves|Privacy-utility)[^"]*" title="[^"]*" src="data:image/png;base64,', dom)
-    assert len(plots) == 1 + 2 + 1  # ROC per classifier, DET per verifier x protocol, privacy-utility
+    # ROC per classifier, DET per verifier x protocol, privacy-utility per protocol + one with the attacks
+    assert len(plots) == 1 + 2 + 2 + 1
 
 
 def test_screenshot_renders(report):

@@ -16,6 +16,7 @@ from typing import Any
 
 from .leaderboard import Leaderboard, fmt, is_number
 from .plots import det_figures, privacy_utility_figures, roc_figures
+from .tradeoff import describe, table, tradeoff
 
 MAX_SAMPLES = 32
 
@@ -90,6 +91,17 @@ def _leaderboard_table(board: Leaderboard) -> str:
             tds.append(f'<td data-v="{e(v)}"{" class=best" if cell.best else ""} title="{e(tip.strip())}">{e(cell.text())}</td>')
         body.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
     return f'<div class="wrap"><table id="leaderboard" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _equal_privacy(results: dict[str, Any]) -> str:
+    t = tradeoff(results)
+    if t is None or not t.comparisons:
+        return ("<p>No comparison: it needs a PET with two or more variants in the run (e.g. "
+                "<code>--pets \"pridss,blur[sigma=1],blur[sigma=3]\"</code>) whose privacy AUCs span another PET's.</p>")
+    head, rows = table(t)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<p>{e(describe(t))}</p><div class=\"wrap\"><table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}"
+            f"</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _figures(figs: list[tuple[str, bytes]], empty: str) -> str:
@@ -210,6 +222,7 @@ def render_html(results: dict[str, Any], board: Leaderboard, run_dir: Path | Non
 best of the protected conditions in bold (the originals row, in italics, is the reference). Click a header to sort.</p>
 {_leaderboard_table(board)}
 <h2>Privacy vs utility</h2>{_figures(privacy_utility_figures(results), "Needs privacy_auc (gender metric) and eer (verification metric).")}
+<h2>At equal privacy</h2>{_equal_privacy(results)}
 <h2>ROC curves (gender classifiers)</h2>{_figures(roc_figures(results), "No ROC curves in these results.")}
 <h2>DET curves (verifiers)</h2>{_figures(det_figures(results), "No DET curves in these results.")}
 <h2>Sample images</h2><p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine similarity to the original per verifier.</p>

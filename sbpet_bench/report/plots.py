@@ -78,11 +78,11 @@ def det_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
     return out
 
 
-def privacy_utility_figures(results: dict[str, Any], max_figures: int = 4) -> list[tuple[str, bytes]]:
-    """Privacy AUC (x) against EER (y) per classifier x verifier: a point per PET, an arrow to each attack on it.
+def privacy_utility_figures(results: dict[str, Any], max_figures: int = 6) -> list[tuple[str, bytes]]:
+    """Privacy AUC (x) against EER (y) per classifier x verifier x protocol: a point per PET, an arrow to
+    each attack on it, and a line through the variants of one PET (its trade-off curve)."""
+    from .tradeoff import EER_PROTOCOLS, family
 
-    The EER uses the other-image protocol where present (it also has the originals' baseline).
-    """
     values: dict[tuple[str, str, str], dict[tuple[str, str, str], float]] = {}  # (metric, evaluator, protocol) -> condition -> value
     for cond in results.get("conditions", []):
         key = (cond.get("pet", ""), cond.get("attacker", "none"), cond.get("run", ""))
@@ -90,40 +90,64 @@ def privacy_utility_figures(results: dict[str, Any], max_figures: int = 4) -> li
             if m.get("metric") in ("privacy_auc", "eer") and is_number(m.get("value")):
                 values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[key] = m["value"]
     clfs = sorted(e for (metric, e, _) in values if metric == "privacy_auc")
-    protocols = {p for (metric, _, p) in values if metric == "eer"}
-    protocol = "protected-vs-other-image" if "protected-vs-other-image" in protocols else next(iter(sorted(protocols)), None)
-    vers = sorted(e for (metric, e, p) in values if metric == "eer" and p == protocol)
+    present = {p for (metric, _, p) in values if metric == "eer"}
+    protocols = [p for p in EER_PROTOCOLS if p in present] + sorted(present - set(EER_PROTOCOLS))
     out = []
-    for clf in clfs:
-        for ver in vers:
-            if len(out) >= max_figures:
-                return out
-            xs, ys = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
-            conds = [k for k in xs if k in ys]
-            if not conds:
-                continue
-            fig = Figure(figsize=(5.2, 4.4))
-            ax = fig.add_subplot()
-            for k in conds:
-                pet, attacker, run = k
-                label = pet + (f" [{run}]" if run else "")
-                if pet == "original":
-                    ax.scatter(xs[k], ys[k], marker="*", s=140, c="black", zorder=3)
-                    ax.annotate("originals", (xs[k], ys[k]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-                elif attacker in ("", "none"):
-                    ax.scatter(xs[k], ys[k], s=40, zorder=3)
-                    ax.annotate(_safe(label), (xs[k], ys[k]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-                else:
-                    base = (pet, "none", run)
-                    ax.scatter(xs[k], ys[k], marker="x", c="grey", s=30, zorder=2)
-                    ax.annotate(_safe(f"{label} → {attacker}"), (xs[k], ys[k]), fontsize=7, color="grey", xytext=(4, -10), textcoords="offset points")
-                    if base in xs and base in ys:
-                        ax.annotate("", (xs[k], ys[k]), (xs[base], ys[base]), arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8})
-            ax.axvline(0.5, ls=":", c="grey", lw=1)
-            ax.set(xlabel=_safe(f"privacy AUC ({clf}) — 0.5 is ideal"), ylabel=_safe(f"EER ({ver}) — lower keeps identity"),
-                   title=_safe(f"privacy vs utility ({protocol})"))
-            ax.set_xlim(0.45, 1.02)
-            top = max(ys[k] for k in conds)
-            ax.set_ylim(-0.02, max(0.1, min(0.55, top * 1.15 + 0.02)) if math.isfinite(top) else 0.55)
-            out.append((f"Privacy-utility: privacy AUC ({clf}) vs EER ({ver}, {protocol})", _png(fig)))
+    # the trade-off figures show protected faces only; the attacks get figures of their own, after them
+    for attacks in (False, True):
+        for clf in clfs:
+            for protocol in protocols:
+                for ver in sorted(e for (metric, e, p) in values if metric == "eer" and p == protocol):
+                    if len(out) >= max_figures:
+                        return out
+                    xs, ys = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
+                    conds = [k for k in xs if k in ys and (attacks or k[1] in ("", "none"))]
+                    if attacks and all(k[1] in ("", "none") for k in conds):
+                        continue
+                    if conds:
+                        what = "recovery attacks, " if attacks else ""
+                        out.append((f"Privacy-utility ({what}privacy AUC {clf} vs EER {ver}, {protocol})",
+                                    _png(_privacy_utility(xs, ys, conds, clf, ver, protocol, family))))
+                    if attacks:
+                        break  # one attack figure per classifier is enough: the arrows crowd
+                if attacks:
+                    break
     return out
+
+
+def _privacy_utility(xs, ys, conds, clf: str, ver: str, protocol: str, family) -> Figure:
+    fig = Figure(figsize=(5.6, 4.6))
+    ax = fig.add_subplot()
+    curves: dict[tuple[str, str], list] = {}
+    for k in conds:
+        if k[0] != "original" and k[1] in ("", "none"):
+            curves.setdefault((family(k[0]), k[2]), []).append(k)
+    for (name, run), members in sorted(curves.items()):
+        members.sort(key=lambda k: xs[k])
+        label = name + (f" [{run}]" if run else "")
+        line = ax.plot([xs[k] for k in members], [ys[k] for k in members], marker="o", ms=5, lw=1.2 if len(members) > 1 else 0,
+                       zorder=3, label=_safe(label))[0]
+        for k in members:  # variants are labelled by their options only, the legend names the PET
+            text = k[0][len(name):].strip("[]") if len(members) > 1 else ""
+            if text:
+                ax.annotate(_safe(text), (xs[k], ys[k]), fontsize=6, color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    for k in conds:
+        pet, attacker, run = k
+        if pet == "original":
+            ax.scatter(xs[k], ys[k], marker="*", s=140, c="black", zorder=4)
+            ax.annotate("originals", (xs[k], ys[k]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        elif attacker not in ("", "none"):
+            base = (pet, "none", run)
+            ax.scatter(xs[k], ys[k], marker="x", c="grey", s=30, zorder=2)
+            ax.annotate(_safe(f"{pet} → {attacker}"), (xs[k], ys[k]), fontsize=6, color="grey", xytext=(4, -9), textcoords="offset points")
+            if base in xs and base in ys:
+                ax.annotate("", (xs[k], ys[k]), (xs[base], ys[base]), arrowprops={"arrowstyle": "->", "color": "grey", "lw": 0.8})
+    ax.axvline(0.5, ls=":", c="grey", lw=1)
+    ax.set(xlabel=_safe(f"privacy AUC ({clf}) — 0.5 is ideal"), ylabel=_safe(f"EER ({ver}) — lower keeps identity"),
+           title=_safe(f"privacy vs utility ({protocol})"))
+    ax.set_xlim(0.45, 1.02)
+    top = max(ys[k] for k in conds)
+    ax.set_ylim(-0.02, max(0.1, min(0.55, top * 1.15 + 0.02)) if math.isfinite(top) else 0.55)
+    if curves:
+        ax.legend(fontsize=7, loc="best")
+    return fig

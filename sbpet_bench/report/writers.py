@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from .html import render_html
 from .leaderboard import Leaderboard, build_leaderboard, is_number
+from .tradeoff import describe, table, tradeoff
 
 FILENAMES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "json": "leaderboard.json", "html": "report.html"}
 
@@ -34,6 +35,12 @@ def to_markdown(results: dict[str, Any], board: Leaderboard) -> str:
             text = cell.text() if cell else ""
             cells.append(f"**{text}**" if cell and cell.best else text)
         lines.append("| " + " | ".join([name, str(r.n_images if r.n_images is not None else "")] + cells) + " |")
+    t = tradeoff(results)
+    if t is not None and t.comparisons:
+        head, rows = table(t)
+        lines += ["", "## At equal privacy", "", _md(describe(t)), "",
+                  "| " + " | ".join(head) + " |", "|" + "|".join([":---"] * 4 + ["---:"] * (len(head) - 5) + [":---"]) + "|"]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
     lines += ["", "## Conventions", ""]
     seen: set[str] = set()
     for c in board.columns:

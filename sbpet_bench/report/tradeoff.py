@@ -1,0 +1,146 @@
+"""Comparisons at equal privacy: each PET against the trade-off curves of the others.
+
+A single operating point of a baseline says little — blur with a larger sigma hides
+more gender and loses more identity. When a run sweeps a PET's strength (inline
+variants such as ``blur[sigma=1],blur[sigma=3]``), its unattacked variants form a
+privacy–utility curve. A PET *dominates* a curve when, at the curve's EER and realism
+interpolated to the PET's own privacy AUC, the PET has lower EER and better realism.
+No extrapolation: a comparison is made only inside the curve's privacy-AUC range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .leaderboard import is_number
+
+# Protected-vs-original is what a PET controls (the other-image protocol adds the data's own variation).
+EER_PROTOCOLS = ("protected-vs-original", "protected-vs-other-image")
+REALISM_METRICS = ("fid", "kid", "frechet_proxy")
+
+
+def family(pet: str) -> str:
+    """The plugin a condition comes from: ``blur[sigma=3]`` -> ``blur``."""
+    return pet.split("[", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class Point:
+    pet: str
+    privacy_auc: float
+    eer: float
+    realism: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    pet: str
+    curve: str  # the family whose curve it is compared with
+    privacy_auc: float
+    eer: float
+    curve_eer: float  # the curve's EER interpolated at ``privacy_auc``
+    realism: float | None
+    curve_realism: float | None
+
+    @property
+    def lower_eer(self) -> bool:
+        return self.eer < self.curve_eer
+
+    @property
+    def better_realism(self) -> bool | None:
+        if self.realism is None or self.curve_realism is None:
+            return None
+        return self.realism < self.curve_realism
+
+    @property
+    def dominates(self) -> bool:
+        return self.lower_eer and self.better_realism is not False
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    classifier: str
+    verifier: str
+    protocol: str
+    realism_metric: str | None
+    realism_evaluator: str | None
+    points: tuple[Point, ...]
+    comparisons: tuple[Comparison, ...]
+
+    def curves(self) -> dict[str, list[Point]]:
+        """Families with two or more unattacked variants, each sorted by privacy AUC."""
+        out: dict[str, list[Point]] = {}
+        for p in self.points:
+            out.setdefault(family(p.pet), []).append(p)
+        return {f: sorted(ps, key=lambda p: p.privacy_auc) for f, ps in out.items() if len(ps) >= 2}
+
+
+def _values(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(metric, evaluator, protocol) -> unattacked PET (``pet [run]`` in merged reports) -> value."""
+    values: dict[tuple[str, str, str], dict[str, float]] = {}
+    for cond in results.get("conditions", []):
+        if cond.get("attacker", "none") not in ("", "none") or cond.get("pet") == "original":
+            continue
+        label = f"{cond['pet']} [{cond['run']}]" if cond.get("run") else cond["pet"]
+        for m in cond.get("metrics", []):
+            if is_number(m.get("value")) and np.isfinite(m["value"]):
+                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[label] = m["value"]
+    return values
+
+
+def interpolate(curve: list[Point], x: float, attr: str) -> float | None:
+    """The curve's ``attr`` at privacy AUC ``x`` (linear between neighbouring variants); None outside its range."""
+    xs = np.array([p.privacy_auc for p in curve])
+    ys = [getattr(p, attr) for p in curve]
+    if any(y is None for y in ys) or not xs.min() <= x <= xs.max():
+        return None
+    return float(np.interp(x, xs, np.array(ys, dtype=float)))
+
+
+def tradeoff(results: dict[str, Any]) -> Tradeoff | None:
+    """Points and equal-privacy comparisons for the first classifier, verifier and realism measure found."""
+    values = _values(results)
+    clfs = sorted(e for (m, e, _) in values if m == "privacy_auc")
+    eers = {(e, p) for (m, e, p) in values if m == "eer"}
+    protocol = next((p for p in EER_PROTOCOLS if any(q == p for _, q in eers)), None)
+    if not clfs or protocol is None:
+        return None
+    clf, ver = clfs[0], sorted(e for e, p in eers if p == protocol)[0]
+    realism = next(((m, e) for m in REALISM_METRICS for (mm, e, _) in sorted(values) if mm == m), (None, None))
+    auc, eer = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
+    real = values.get((realism[0], realism[1], ""), {}) if realism[0] else {}
+    points = tuple(Point(pet, auc[pet], eer[pet], real.get(pet)) for pet in auc if pet in eer)
+    result = Tradeoff(clf, ver, protocol, realism[0], realism[1], points, ())
+    comparisons = []
+    for name, curve in result.curves().items():
+        for p in points:
+            if family(p.pet) == name:
+                continue
+            curve_eer = interpolate(curve, p.privacy_auc, "eer")
+            if curve_eer is not None:
+                comparisons.append(Comparison(p.pet, name, p.privacy_auc, p.eer, curve_eer, p.realism,
+                                              interpolate(curve, p.privacy_auc, "realism")))
+    return Tradeoff(clf, ver, protocol, realism[0], realism[1], points, tuple(comparisons))
+
+
+def describe(t: Tradeoff) -> str:
+    """One sentence saying what the comparison table measures."""
+    real = f", {t.realism_metric}@{t.realism_evaluator}" if t.realism_metric else ""
+    return (f"Each PET against the other PETs' trade-off curves (their variants in this run), interpolated to the PET's own "
+            f"privacy AUC (privacy_auc@{t.classifier}); compared: eer@{t.verifier}[{t.protocol}]{real}. "
+            f"Lower is better for both; 'dominates' = lower EER and better (or unmeasured) realism.")
+
+
+def table(t: Tradeoff) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (plain text) of the comparison table, one row per (PET, curve)."""
+    from .leaderboard import fmt
+
+    real = t.realism_metric or "realism"
+    header = ["PET", "privacy AUC", "EER", "curve", "curve EER there", real, f"curve {real} there", "dominates"]
+    rows = [[c.pet, fmt(c.privacy_auc), fmt(c.eer), c.curve, fmt(c.curve_eer),
+             fmt(c.realism) if c.realism is not None else "", fmt(c.curve_realism) if c.curve_realism is not None else "",
+             "yes" if c.dominates else "no"] for c in t.comparisons]
+    return header, rows
