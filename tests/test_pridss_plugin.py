@@ -267,3 +267,78 @@ def test_bad_fusion_option_is_refused(tmp_path):
 
     with pytest.raises(PluginError, match="pridss.colour"):
         PriDSS({"colour": 1.5}, make_context(tmp_path))
+
+
+def _draw_glasses(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """A dark frame drawn onto one (3, H, W) face: a ring round each eye and a bridge across the nose root."""
+    import cv2
+    import numpy as np
+
+    arr = np.ascontiguousarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    pts = points.numpy()
+    for eye in (slice(36, 42), slice(42, 48)):
+        centre = pts[eye].mean(0)
+        width = float(np.ptp(pts[eye][:, 0]))
+        cv2.ellipse(arr, (int(centre[0]), int(centre[1])), (int(0.9 * width), int(0.7 * width)), 0, 0, 360, (25, 25, 25), 2)
+    y = int(pts[27, 1])
+    cv2.line(arr, (int(pts[39, 0]), y), (int(pts[42, 0]), y), (25, 25, 25), 2)
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+
+
+def test_glasses_score_flags_a_drawn_frame(faces, geometry):
+    from sbpet_pridss.fusion import GLASSES_THRESHOLD, glasses_score
+
+    marks = geometry.landmarks(faces.images)
+    x, p = faces.images[marks.found], marks.points[marks.found]
+    bare = glasses_score(x, p)
+    assert bare.shape == (len(x),) and bool(torch.isfinite(bare).all())
+    assert float((bare <= GLASSES_THRESHOLD).float().mean()) >= 0.5  # most faces wear no glasses
+    plain = bare.argsort()[:3]  # the three least glasses-like faces
+    framed = torch.stack([_draw_glasses(x[i], p[i]) for i in plain.tolist()])
+    assert bool((bare[plain] <= GLASSES_THRESHOLD).all())
+    assert bool((glasses_score(framed, p[plain]) > GLASSES_THRESHOLD).all())
+
+
+def test_glasses_wearers_are_not_candidates(pridss, faces):
+    clone = PriDSS({**pridss.opts}, pridss.context)
+    state = pridss.state_dict()
+    assert "pool_glasses" in state and len(state["pool_glasses"]) == len(pridss._pool_ids)
+    clone.load_state_dict({**state, "pool_glasses": torch.arange(len(pridss._pool_ids)) % 2 * 10.0})  # odd = glasses
+    drawn = clone.candidates_for(faces.ids, faces.genders)
+    assert drawn.size and bool((drawn % 2 == 0).all())
+    off = PriDSS({**pridss.opts, "glasses": 0}, pridss.context)
+    off.load_state_dict({**state, "pool_glasses": torch.full((len(pridss._pool_ids),), 10.0)})
+    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())  # filter off: every face may be drawn
+    # a state saved before the filter existed gets its scores recomputed
+    old = {k: v for k, v in state.items() if k != "pool_glasses"}
+    clone.load_state_dict(old)
+    assert torch.allclose(clone._pool["glasses"], state["pool_glasses"], atol=1e-4)
+
+
+def test_candidate_crop_edge_is_not_smeared(faces, geometry):
+    """A candidate whose crop ends above the original's chin (an open mouth low in a tight crop)
+    must not smear its bottom rows down over the fused chin as vertical streaks."""
+    marks = geometry.landmarks(faces.images)
+    i = int(torch.nonzero(marks.found).flatten()[0])
+    orig, pts = faces.images[i : i + 1], marks.points[i : i + 1]
+    cand = orig.clone()
+    cand[:, :, -4:, 0::4] = torch.tensor([1.0, 0.1, 0.1]).view(1, 3, 1, 1)  # red and skin stripes in the bottom rows
+    shifted = pts + torch.tensor([0.0, 12.0])  # the candidate's face sits 12 px lower: its chin is cut off
+    out = fuse(orig, pts, cand.unsqueeze(1), shifted.unsqueeze(1))[:, 0]
+    skin = region_masks(pts, 90, 90)["skin"][0] > 0.5
+    bottom = skin.clone()
+    bottom[:80] = False
+    assert int(bottom.sum()) > 20
+    streaks = lambda img: float((img[0, :, :, 1:] - img[0, :, :, :-1]).abs().mean(0)[bottom[:, 1:]].mean())  # noqa: E731
+    assert streaks(out) < streaks(orig) + 0.03
+
+
+def test_mouth_mask_covers_an_open_mouth():
+    from sbpet_pridss.geometry import MEAN_SHAPE_90
+
+    pts = torch.tensor(MEAN_SHAPE_90).unsqueeze(0).clone()
+    pts[0, 55:60, 1] += 6  # lower outer lip down
+    pts[0, 65:68, 1] = pts[0, [63, 62, 61], 1] + 5  # inner lower lip 5 px below the inner upper lip
+    mouth = region_masks(pts, 90, 90)["mouth"] > 0.999
+    inner = polygon_mask(pts[:, 60:68], 90, 90) > 0
+    assert int(inner.sum()) > 30 and bool(mouth[inner].all())

@@ -91,9 +91,14 @@ def barycentric_map(points: torch.Tensor, height: int, width: int) -> tuple[torc
 
 
 def warp_to(sources: torch.Tensor, source_points: torch.Tensor, tri: torch.Tensor, lam: torch.Tensor,
-            height: int, width: int) -> torch.Tensor:
+            height: int, width: int, with_coverage: bool = False):
     """Piecewise-affine warp of ``sources`` (N, 3, h, w) with shapes ``source_points`` (N, V, 2)
-    onto destination geometries given by ``tri``/``lam`` from :func:`barycentric_map` (N rows)."""
+    onto destination geometries given by ``tri``/``lam`` from :func:`barycentric_map` (N rows).
+
+    With ``with_coverage`` also returns (N, height, width) in [0, 1]: 1 where the pixel was sampled
+    at least 2 px inside the source, falling to 0 at its edge and beyond, where the warp can only
+    repeat the source's edge pixels (on tight crops: a lower lip at the bottom edge smeared down over
+    the chin, cheeks at the sides smeared outwards)."""
     tris = torch.as_tensor(_triangles(), device=sources.device)
     vert = tris[tri]  # (N, P, 3) vertex indices per pixel
     n, p = vert.shape[:2]
@@ -101,7 +106,57 @@ def warp_to(sources: torch.Tensor, source_points: torch.Tensor, tri: torch.Tenso
     xy = (lam.unsqueeze(-1) * src_xy).sum(2)  # (N, P, 2) source pixel positions
     h, w = sources.shape[-2:]
     grid = torch.stack([(xy[..., 0] + 0.5) / w * 2 - 1, (xy[..., 1] + 0.5) / h * 2 - 1], -1).view(n, height, width, 2)
-    return F.grid_sample(sources, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    warped = F.grid_sample(sources, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if not with_coverage:
+        return warped
+    inside = torch.minimum(torch.minimum(xy[..., 0] + 0.5, w - 0.5 - xy[..., 0]),
+                           torch.minimum(xy[..., 1] + 0.5, h - 0.5 - xy[..., 1]))
+    return warped, (inside / 2).clamp(0, 1).view(n, height, width)
+
+
+def to_canonical(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Piecewise-affine warp of (N, 3, H, W) faces with landmarks (N, 68, 2) onto the canonical
+    90x90 mean shape, so that fixed windows cover the same part of every face."""
+    canon = with_border(torch.tensor(MEAN_SHAPE_90, dtype=torch.float32, device=images.device).unsqueeze(0), 90)
+    tri, lam = barycentric_map(canon, 90, 90)
+    n = len(images)
+    return warp_to(images.float(), with_border(points.float(), images.shape[-1]), tri.expand(n, -1),
+                   lam.expand(n, -1, -1), 90, 90)
+
+
+# Glasses windows in the canonical frame (rows, columns): the bridge over the nose root, and the
+# ring where frames run (below the eyes, beside them, across the bridge); the lower cheeks are the
+# reference for the face's own texture.
+_BRIDGE = (slice(24, 46), slice(40, 50))
+_RING = ((slice(40, 50), slice(4, 36)), (slice(40, 50), slice(54, 86)), (slice(26, 40), slice(40, 50)),
+         (slice(28, 42), slice(2, 9)), (slice(28, 42), slice(81, 88)))
+_CHEEKS = (slice(55, 75), slice(15, 75))
+# Score above which a face counts as wearing glasses. On 198 LFW3D faces labelled by eye (31 with
+# glasses): ROC AUC 0.93; at 3.45 recall 0.9, precision 0.45, 28 % of faces flagged (deep frown
+# lines, wrinkles and strong skin texture are the false alarms, faint rimless frames the misses);
+# at 3.8 recall 0.8, precision 0.66. Dropping a bare face from the pool costs little, a kept
+# frame leaves rim fragments round the fused eyes, so the threshold favours recall.
+GLASSES_THRESHOLD = 3.45
+
+
+def glasses_score(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """How strongly (N, 3, H, W) faces with landmarks (N, 68, 2) look like they wear glasses.
+
+    Two cues in the canonical frame, each scaled by its median on LFW3D (about 1 on a bare face):
+    the strongest step between rows of the bridge window's row means (a frame's bridge is a
+    horizontal line across the nose root; the nose itself is smooth top to bottom), relative to the
+    nose's contrast, and the mean gradient magnitude in the frame ring relative to the cheeks'.
+    """
+    g = to_canonical(images, points).mean(1)
+    prof = g[:, _BRIDGE[0], _BRIDGE[1]].mean(2)
+    contrast = g[:, 26:60, 32:58].flatten(1).std(1) + 0.02
+    bridge = (prof[:, 1:] - prof[:, :-1]).abs().amax(1) / contrast
+    gy = F.pad(g[:, 2:] - g[:, :-2], (0, 0, 1, 1)) / 2
+    gx = F.pad(g[:, :, 2:] - g[:, :, :-2], (1, 1)) / 2
+    mag = (gx ** 2 + gy ** 2).sqrt()
+    ring = torch.cat([mag[:, r, c].flatten(1) for r, c in _RING], 1).mean(1)
+    cheeks = mag[:, _CHEEKS[0], _CHEEKS[1]].flatten(1).mean(1) + 0.01
+    return bridge / 0.2 + 2 * (ring / cheeks) / 0.67
 
 
 def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
@@ -218,13 +273,18 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     tri, lam = barycentric_map(dst, h, w)
     tri = tri.repeat_interleave(m, 0)
     lam = lam.repeat_interleave(m, 0)
-    warped = warp_to(candidates.reshape(bsz * m, *candidates.shape[2:]).float(), src, tri, lam, h, w)
+    warped, coverage = warp_to(candidates.reshape(bsz * m, *candidates.shape[2:]).float(), src, tri, lam, h, w,
+                               with_coverage=True)
 
     skin = region_masks(original_points.float(), h, w, feather=feather, margin=margin, forehead=forehead)["skin"]
     target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
-    warped = match_colour(warped, target.reshape(bsz * m, ch, h, w), skin.repeat_interleave(m, 0), colour)
+    flat_target = target.reshape(bsz * m, ch, h, w)
+    warped = match_colour(warped, flat_target, skin.repeat_interleave(m, 0) * coverage, colour)
+    # Where the candidate has no pixels of its own (its crop ends first), the original's pixels stand
+    # in: blending the original into itself leaves it as it was instead of a smeared edge.
+    coverage = coverage.unsqueeze(1)
+    warped = (coverage * warped + (1 - coverage) * flat_target).view(bsz, m, ch, h, w)
     region = skin > 0.02
-    warped = warped.view(bsz, m, ch, h, w)
     # Outside the region Poisson returns the target: pasting does the same, so both keep the features.
     pasted = torch.where(region.view(bsz, 1, 1, h, w), warped, target)
     blended = pasted if poisson <= 0 else poisson_blend(warped, target, region)

@@ -42,7 +42,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "5"
+    version = "6"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
@@ -66,6 +66,10 @@ class PriDSS(PET):
                            "the brow-to-nose-tip height"),
         "feather": Option(0.02, "pixel backend: softness of the skin mask's edges (Gaussian sigma as a fraction "
                           "of the image width)"),
+        # see fusion.GLASSES_THRESHOLD for how the default was measured
+        "glasses": Option(3.45, "pixel backend: pool faces whose glasses score (fusion.glasses_score) exceeds "
+                          "this are not used as candidates, since their frames would leave rim fragments "
+                          "round the fused eyes; 0 disables the filter"),
         "pool_max": Option(2000, "pixel backend: at most this many pool faces are kept (a seeded random subset)"),
         **LATENT_OPTIONS,
     }
@@ -82,7 +86,7 @@ class PriDSS(PET):
         if int(self.opts["m"]) < 1:
             raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
         for key, low, high in (("colour", 0, 1), ("poisson", 0, 1), ("feature_margin", 0, 0.3),
-                               ("forehead", 0, 2), ("feather", 0, 0.2)):
+                               ("forehead", 0, 2), ("feather", 0, 0.2), ("glasses", 0, 100)):
             if not low <= float(self.opts[key]) <= high:
                 raise PluginError(f"pridss.{key} must be between {low} and {high}, got {self.opts[key]}")
         self._geometry = None
@@ -163,12 +167,28 @@ class PriDSS(PET):
         if not ids:
             raise PluginError("pridss found no face landmarks in any pool image; check the pool images")
         self._pool = {"images": torch.cat(images), "points": torch.cat(points), "genders": torch.cat(genders)}
+        self._pool["glasses"] = self._glasses_scores()
         self._pool_ids = ids
         if self.context is not None:
             self.context.log(f"pridss: {len(ids)} pool faces with landmarks "
                              f"({int((self._pool['genders'] == 1).sum())} male, {int((self._pool['genders'] == 0).sum())} female); "
                              f"{len(no_face)} pool faces without landmarks are not used as candidates"
-                             + (f": {', '.join(no_face[:5])}{', ...' if len(no_face) > 5 else ''}" if no_face else ""))
+                             + (f": {', '.join(no_face[:5])}{', ...' if len(no_face) > 5 else ''}" if no_face else "")
+                             + f"; {int(self._glasses_mask().sum())} pool faces that look like they wear glasses "
+                             f"(score > pridss.glasses = {self.opts['glasses']}) are not used either")
+
+    def _glasses_scores(self) -> torch.Tensor:
+        """Glasses score of every pool face (chunked: the warp holds a few maps per face)."""
+        from .fusion import glasses_score
+
+        imgs, pts = self._pool["images"], self._pool["points"]
+        parts = [glasses_score(imgs[i : i + 256].float() / 255.0, pts[i : i + 256]) for i in range(0, len(imgs), 256)]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _glasses_mask(self) -> torch.Tensor:
+        """Pool faces excluded as glasses wearers under this instance's ``glasses`` option."""
+        threshold = float(self.opts["glasses"])
+        return self._pool["glasses"] > threshold if threshold > 0 else torch.zeros(len(self._pool["glasses"]), dtype=torch.bool)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.opts["backend"] == "latent":
@@ -177,7 +197,8 @@ class PriDSS(PET):
         if self._pool is None:
             return {}
         return {"pool_images": self._pool["images"], "pool_points": self._pool["points"],
-                "pool_genders": self._pool["genders"], "pool_ids": _encode_strings(self._pool_ids)}
+                "pool_genders": self._pool["genders"], "pool_glasses": self._pool["glasses"],
+                "pool_ids": _encode_strings(self._pool_ids)}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         if self.opts["backend"] == "latent":
@@ -187,6 +208,8 @@ class PriDSS(PET):
             return
         self._pool = {"images": state["pool_images"], "points": state["pool_points"].float(),
                       "genders": state["pool_genders"].long()}
+        # states saved before the glasses filter lack the scores: they are cheap to recompute
+        self._pool["glasses"] = state["pool_glasses"].float() if "pool_glasses" in state else self._glasses_scores()
         self._pool_ids = _decode_strings(state["pool_ids"])
 
     # ------------------------------------------------------------------ protecting
@@ -198,12 +221,14 @@ class PriDSS(PET):
         the draws for a smaller M are a prefix of those for a larger one.
         """
         pool_genders = self._pool["genders"].numpy()
+        usable = ~self._glasses_mask().numpy()
         m = int(self.opts["m"])
-        by_gender = {g: np.flatnonzero(pool_genders == g) for g in (0, 1)}
+        by_gender = {g: np.flatnonzero((pool_genders == g) & usable) for g in (0, 1)}
         short = min(len(v) for v in by_gender.values())
         if short == 0:
             missing = "female" if len(by_gender[0]) == 0 else "male"
-            raise PluginError(f"pridss: the candidate pool has no {missing} faces with landmarks")
+            raise PluginError(f"pridss: the candidate pool has no {missing} faces with landmarks and without "
+                              "glasses; use a larger pool or a higher pridss.glasses (0 disables the filter)")
         m = min(m, short)
         rows = []
         for image_id, gender in zip(ids, genders.tolist()):
