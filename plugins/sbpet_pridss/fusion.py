@@ -245,7 +245,8 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
 
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
          candidate_points: torch.Tensor, face_shape: bool = False, colour: float = 1.0, poisson: float = 1.0,
-         margin: float = 0.055, forehead: float = 0.4, feather: float | None = None) -> torch.Tensor:
+         margin: float = 0.055, forehead: float = 0.4, feather: float | None = None,
+         eye_margin: float | None = None) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -263,7 +264,7 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     ``poisson``: 1 Poisson-blends the skin, 0 pastes the colour-matched skin
     (feathered), in between mixes the two (Poisson's harmonic correction also
     carries the original's shading at the region boundary, e.g. a beard
-    shadow round the mouth, into the candidate's skin); ``margin``,
+    shadow round the mouth, into the candidate's skin); ``margin``, ``eye_margin``,
     ``forehead``, ``feather``: the skin region (:func:`.geometry.region_masks`).
     """
     bsz, m = candidates.shape[:2]
@@ -276,7 +277,8 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     warped, coverage = warp_to(candidates.reshape(bsz * m, *candidates.shape[2:]).float(), src, tri, lam, h, w,
                                with_coverage=True)
 
-    skin = region_masks(original_points.float(), h, w, feather=feather, margin=margin, forehead=forehead)["skin"]
+    skin = region_masks(original_points.float(), h, w, feather=feather, margin=margin, forehead=forehead,
+                        eye_margin=eye_margin)["skin"]
     target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
     flat_target = target.reshape(bsz * m, ch, h, w)
     warped = match_colour(warped, flat_target, skin.repeat_interleave(m, 0) * coverage, colour)

@@ -31,7 +31,8 @@ SHAPE_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 BROW_EYE_LEFT = (17, 18, 19, 20, 21, 39, 40, 41, 36)
 BROW_EYE_RIGHT = (22, 23, 24, 25, 26, 45, 46, 47, 42)
 NOSE = (39, 31, 32, 33, 34, 35, 42)  # from the inner eye corners so the bridge is covered
-MOUTH = tuple(range(48, 60))
+MOUTH = tuple(range(48, 60))  # outer lip contour
+MOUTH_ALL = tuple(range(48, 68))  # outer and inner lip contours
 JAW = tuple(range(0, 17))
 BROWS_RIGHT_TO_LEFT = tuple(range(26, 16, -1))
 
@@ -133,18 +134,19 @@ def plausible(points: np.ndarray, width: int) -> bool:
 # --------------------------------------------------------------------------- masks
 
 
-def polygon_mask(vertices: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def polygon_mask(vertices: torch.Tensor, height: int, width: int, hull: bool = False) -> torch.Tensor:
     """Binary fill of one polygon per image: ``(B, V, 2)`` vertices -> ``(B, H, W)`` in {0, 1}.
 
     OpenCV's scan-line fill with 1/16-pixel vertex precision: microseconds per
     polygon, far cheaper than a dense inside-test over every pixel and edge.
+    With ``hull`` the convex hull of the vertices is filled instead.
     """
     import cv2
 
     fixed = np.round(vertices.detach().cpu().double().numpy() * 16).astype(np.int32)
     out = np.zeros((len(fixed), height, width), np.uint8)
     for canvas, poly in zip(out, fixed):
-        cv2.fillPoly(canvas, [poly], 1, lineType=cv2.LINE_8, shift=4)
+        cv2.fillPoly(canvas, [cv2.convexHull(poly) if hull else poly], 1, lineType=cv2.LINE_8, shift=4)
     return torch.from_numpy(out).to(device=vertices.device, dtype=vertices.dtype)
 
 
@@ -172,7 +174,7 @@ def forehead_outline(points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:
 
 
 def region_masks(points: torch.Tensor, height: int, width: int, feather: float | None = None,
-                 margin: float = 0.055, forehead: float = 0.4) -> dict[str, torch.Tensor]:
+                 margin: float = 0.055, forehead: float = 0.4, eye_margin: float | None = None) -> dict[str, torch.Tensor]:
     """Soft ``(B, H, W)`` masks in [0, 1] from ``(B, 68, 2)`` landmarks.
 
     ``eyes`` (with brows), ``nose``, ``mouth``: the identity-bearing features,
@@ -181,11 +183,13 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
     complement of the face. Margins scale with the image width (inputs are face
     crops, eyes about half the width apart), never with the batch's content, so
     an image gets the same masks in any batch. ``margin``: how far the features
-    grow, as a fraction of the width; ``forehead``: see :func:`forehead_outline`;
+    grow, as a fraction of the width (``eye_margin``, when given, for the eyes and brows
+    instead); ``forehead``: see :func:`forehead_outline`;
     ``feather``: the Gaussian sigma of the soft edges in pixels.
     """
     points = points.float()
     grow = max(0, int(round(margin * width)))
+    eye_grow = grow if eye_margin is None else max(0, int(round(eye_margin * width)))
     blur = feather if feather is not None else max(0.5, 0.02 * width)
 
     def fill(idx: tuple[int, ...]) -> torch.Tensor:
@@ -194,9 +198,12 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
     eyes = torch.maximum(fill(BROW_EYE_LEFT), fill(BROW_EYE_RIGHT))
     face = polygon_mask(torch.cat([points[:, list(JAW)], forehead_outline(points, forehead)], dim=1), height, width)
     masks = {
-        "eyes": _soften(eyes, grow, blur),
+        "eyes": _soften(eyes, eye_grow, blur),
         "nose": _soften(fill(NOSE), grow, blur),
-        "mouth": _soften(fill(MOUTH), grow, blur),
+        # The hull of all 20 lip points, not just the outer contour: on thin closed lips dlib may put
+        # the inner-lip points outside the outer ones, and the warp maps a candidate's open mouth
+        # (dark, or teeth) between its inner-lip points onto the original's.
+        "mouth": _soften(polygon_mask(points[:, list(MOUTH_ALL)], height, width, hull=True), grow, blur),
         "face": _soften(face, 0, blur),
     }
     features = torch.maximum(torch.maximum(masks["eyes"], masks["nose"]), masks["mouth"])

@@ -62,6 +62,8 @@ class PriDSS(PET):
         # 0.015 reached 0.558 (EER 0.093) but left jagged lip seams.
         "feature_margin": Option(0.03, "pixel backend: how far the kept eyes/brows, nose and mouth reach beyond "
                                  "their landmarks, as a fraction of the image width"),
+        "eye_margin": Option(-1.0, "pixel backend: feature_margin for the eyes and brows alone; -1 uses "
+                             "feature_margin"),
         "forehead": Option(0.4, "pixel backend: height of the fused forehead above the brows, as a fraction of "
                            "the brow-to-nose-tip height"),
         "feather": Option(0.02, "pixel backend: softness of the skin mask's edges (Gaussian sigma as a fraction "
@@ -89,6 +91,9 @@ class PriDSS(PET):
                                ("forehead", 0, 2), ("feather", 0, 0.2), ("glasses", 0, 100)):
             if not low <= float(self.opts[key]) <= high:
                 raise PluginError(f"pridss.{key} must be between {low} and {high}, got {self.opts[key]}")
+        if not (float(self.opts["eye_margin"]) == -1 or 0 <= float(self.opts["eye_margin"]) <= 0.3):
+            raise PluginError(f"pridss.eye_margin must be -1 (use feature_margin) or between 0 and 0.3, "
+                              f"got {self.opts['eye_margin']}")
         self._geometry = None
         self._latent = None
         self._pool: dict[str, torch.Tensor] | None = None
@@ -271,7 +276,8 @@ class PriDSS(PET):
                      pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2),
                      face_shape=bool(self.opts["face_shape"]), colour=float(self.opts["colour"]),
                      poisson=float(self.opts["poisson"]), margin=float(self.opts["feature_margin"]),
-                     forehead=float(self.opts["forehead"]), feather=max(0.5, float(self.opts["feather"]) * w)) \
+                     forehead=float(self.opts["forehead"]), feather=max(0.5, float(self.opts["feather"]) * w),
+                     eye_margin=None if float(self.opts["eye_margin"]) < 0 else float(self.opts["eye_margin"])) \
             if len(rows) else x.new_zeros(0, m, 3, h, w)
         return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
                 "gender_from_label": known}
