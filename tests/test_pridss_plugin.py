@@ -310,7 +310,7 @@ def test_glasses_wearers_are_not_candidates(pridss, faces):
     off.load_state_dict({**state, "pool_glasses": torch.full((len(pridss._pool_ids),), 10.0)})
     assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())  # filter off: every face may be drawn
     # a state saved before the filter existed gets its scores recomputed
-    old = {k: v for k, v in state.items() if k != "pool_glasses"}
+    old = {k: v for k, v in state.items() if k not in ("pool_glasses", "pool_fringe")}
     clone.load_state_dict(old)
     assert torch.allclose(clone._pool["glasses"], state["pool_glasses"], atol=1e-4)
 
@@ -346,3 +346,32 @@ def test_mouth_mask_covers_an_open_mouth():
         mouth = region_masks(shape, 90, 90, margin=0.0, feather=0.01)["mouth"] > 0.999
         inner = polygon_mask(shape[:, 60:68], 90, 90) > 0
         assert int(inner.sum()) > 10 and bool(mouth[inner].all())
+
+
+def test_forehead_cover_flags_a_fringe(faces, geometry):
+    from sbpet_pridss.fusion import forehead_cover
+    from sbpet_pridss.geometry import forehead_outline
+
+    marks = geometry.landmarks(faces.images)
+    x, p = faces.images[marks.found], marks.points[marks.found]
+    bare = forehead_cover(x, p)
+    plain = bare.argsort()[:3]
+    assert bool((bare[plain] < 0.2).all())
+    fringed = x[plain].clone()
+    for k, i in enumerate(plain.tolist()):  # dark hair from the top of the crop down to just above the brows
+        bottom = int(p[i, 17:27, 1].min()) - 1
+        assert int(forehead_outline(p[i : i + 1])[0, :, 1].min()) < bottom
+        fringed[k, :, :bottom] = torch.tensor([0.15, 0.1, 0.05]).view(3, 1, 1)
+    assert bool((forehead_cover(fringed, p[plain]) > 0.6).all())
+
+
+def test_fringe_filter_excludes_candidates(pridss, faces):
+    state = pridss.state_dict()
+    assert "pool_fringe" in state and len(state["pool_fringe"]) == len(pridss._pool_ids)
+    cover = (torch.arange(len(pridss._pool_ids)) % 2).float()  # odd = covered forehead
+    on = PriDSS({**pridss.opts, "fringe": 0.5}, pridss.context)
+    on.load_state_dict({**state, "pool_fringe": cover})
+    assert bool((on.candidates_for(faces.ids, faces.genders) % 2 == 0).all())
+    off = PriDSS({**pridss.opts, "fringe": 0}, pridss.context)
+    off.load_state_dict({**state, "pool_fringe": cover})
+    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())

@@ -159,6 +159,25 @@ def glasses_score(images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return bridge / 0.2 + 2 * (ring / cheeks) / 0.67
 
 
+def forehead_cover(images: torch.Tensor, points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:
+    """Share of the fused forehead band (brows up to :func:`.geometry.forehead_outline`) of (N, 3, H, W)
+    faces with landmarks (N, 68, 2) whose colour is far from the cheeks' (over 4 cheek spreads from
+    their median): fringes, caps, goggles pushed up. About 0.04 on a median LFW3D face; 0.6 and
+    up is mostly a fringe or a cap over the forehead."""
+    from .geometry import BROWS_RIGHT_TO_LEFT, forehead_outline, polygon_mask
+
+    x = to_canonical(images, points)
+    canon = torch.tensor(MEAN_SHAPE_90, dtype=x.dtype, device=x.device).unsqueeze(0)
+    outline = torch.cat([canon[:, list(BROWS_RIGHT_TO_LEFT[::-1])], forehead_outline(canon, lift)], 1)
+    band = polygon_mask(outline, 90, 90)[0] > 0
+    cheeks = torch.zeros(90, 90, dtype=torch.bool, device=x.device)
+    cheeks[50:65, 12:30] = cheeks[50:65, 60:78] = True
+    skin = x[:, :, cheeks]
+    median, spread = skin.median(2).values, skin.std(2).mean(1) + 0.03
+    dist = (x[:, :, band] - median.unsqueeze(2)).norm(dim=1) / spread.unsqueeze(1)
+    return (dist > 4).float().mean(1)
+
+
 def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Per-channel mean/std transfer of ``source`` towards ``target`` over the soft region ``weight``.
 

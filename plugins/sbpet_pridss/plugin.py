@@ -72,6 +72,9 @@ class PriDSS(PET):
         "glasses": Option(3.45, "pixel backend: pool faces whose glasses score (fusion.glasses_score) exceeds "
                           "this are not used as candidates, since their frames would leave rim fragments "
                           "round the fused eyes; 0 disables the filter"),
+        "fringe": Option(0.0, "pixel backend: pool faces whose forehead is covered (fusion.forehead_cover: share "
+                         "of the forehead band far from the cheeks' colour, by fringes or caps) above this are not "
+                         "used as candidates; 0 disables the filter"),
         "pool_max": Option(2000, "pixel backend: at most this many pool faces are kept (a seeded random subset)"),
         **LATENT_OPTIONS,
     }
@@ -88,7 +91,8 @@ class PriDSS(PET):
         if int(self.opts["m"]) < 1:
             raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
         for key, low, high in (("colour", 0, 1), ("poisson", 0, 1), ("feature_margin", 0, 0.3),
-                               ("forehead", 0, 2), ("feather", 0, 0.2), ("glasses", 0, 100)):
+                               ("forehead", 0, 2), ("feather", 0, 0.2), ("glasses", 0, 100),
+                               ("fringe", 0, 1)):
             if not low <= float(self.opts[key]) <= high:
                 raise PluginError(f"pridss.{key} must be between {low} and {high}, got {self.opts[key]}")
         if not (float(self.opts["eye_margin"]) == -1 or 0 <= float(self.opts["eye_margin"]) <= 0.3):
@@ -172,28 +176,36 @@ class PriDSS(PET):
         if not ids:
             raise PluginError("pridss found no face landmarks in any pool image; check the pool images")
         self._pool = {"images": torch.cat(images), "points": torch.cat(points), "genders": torch.cat(genders)}
-        self._pool["glasses"] = self._glasses_scores()
+        self._pool.update(self._pool_scores())
         self._pool_ids = ids
         if self.context is not None:
             self.context.log(f"pridss: {len(ids)} pool faces with landmarks "
                              f"({int((self._pool['genders'] == 1).sum())} male, {int((self._pool['genders'] == 0).sum())} female); "
                              f"{len(no_face)} pool faces without landmarks are not used as candidates"
                              + (f": {', '.join(no_face[:5])}{', ...' if len(no_face) > 5 else ''}" if no_face else "")
-                             + f"; {int(self._glasses_mask().sum())} pool faces that look like they wear glasses "
-                             f"(score > pridss.glasses = {self.opts['glasses']}) are not used either")
+                             + f"; of these, {int(self._excluded('glasses').sum())} look like they wear glasses "
+                             f"(score > pridss.glasses = {self.opts['glasses']}) and {int(self._excluded('fringe').sum())} "
+                             f"have a covered forehead (share > pridss.fringe = {self.opts['fringe']}): "
+                             f"{int(self._usable().sum())} remain candidates")
 
-    def _glasses_scores(self) -> torch.Tensor:
-        """Glasses score of every pool face (chunked: the warp holds a few maps per face)."""
-        from .fusion import glasses_score
+    def _pool_scores(self) -> dict[str, torch.Tensor]:
+        """Glasses score and forehead cover of every pool face (chunked: the warps hold a few maps per face)."""
+        from .fusion import forehead_cover, glasses_score
 
         imgs, pts = self._pool["images"], self._pool["points"]
-        parts = [glasses_score(imgs[i : i + 256].float() / 255.0, pts[i : i + 256]) for i in range(0, len(imgs), 256)]
-        return torch.cat(parts) if parts else torch.zeros(0)
+        chunks = [(imgs[i : i + 256].float() / 255.0, pts[i : i + 256]) for i in range(0, len(imgs), 256)]
+        if not chunks:
+            return {"glasses": torch.zeros(0), "fringe": torch.zeros(0)}
+        return {"glasses": torch.cat([glasses_score(x, p) for x, p in chunks]),
+                "fringe": torch.cat([forehead_cover(x, p) for x, p in chunks])}
 
-    def _glasses_mask(self) -> torch.Tensor:
-        """Pool faces excluded as glasses wearers under this instance's ``glasses`` option."""
-        threshold = float(self.opts["glasses"])
-        return self._pool["glasses"] > threshold if threshold > 0 else torch.zeros(len(self._pool["glasses"]), dtype=torch.bool)
+    def _excluded(self, key: str) -> torch.Tensor:
+        """Pool faces excluded by the ``glasses`` or ``fringe`` filter under this instance's options."""
+        threshold = float(self.opts[key])
+        return self._pool[key] > threshold if threshold > 0 else torch.zeros(len(self._pool[key]), dtype=torch.bool)
+
+    def _usable(self) -> torch.Tensor:
+        return ~(self._excluded("glasses") | self._excluded("fringe"))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.opts["backend"] == "latent":
@@ -203,6 +215,7 @@ class PriDSS(PET):
             return {}
         return {"pool_images": self._pool["images"], "pool_points": self._pool["points"],
                 "pool_genders": self._pool["genders"], "pool_glasses": self._pool["glasses"],
+                "pool_fringe": self._pool["fringe"],
                 "pool_ids": _encode_strings(self._pool_ids)}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -213,8 +226,11 @@ class PriDSS(PET):
             return
         self._pool = {"images": state["pool_images"], "points": state["pool_points"].float(),
                       "genders": state["pool_genders"].long()}
-        # states saved before the glasses filter lack the scores: they are cheap to recompute
-        self._pool["glasses"] = state["pool_glasses"].float() if "pool_glasses" in state else self._glasses_scores()
+        # states saved before the pool filters lack the scores: they are cheap to recompute
+        if "pool_glasses" in state and "pool_fringe" in state:
+            self._pool.update(glasses=state["pool_glasses"].float(), fringe=state["pool_fringe"].float())
+        else:
+            self._pool.update(self._pool_scores())
         self._pool_ids = _decode_strings(state["pool_ids"])
 
     # ------------------------------------------------------------------ protecting
@@ -226,14 +242,15 @@ class PriDSS(PET):
         the draws for a smaller M are a prefix of those for a larger one.
         """
         pool_genders = self._pool["genders"].numpy()
-        usable = ~self._glasses_mask().numpy()
+        usable = self._usable().numpy()
         m = int(self.opts["m"])
         by_gender = {g: np.flatnonzero((pool_genders == g) & usable) for g in (0, 1)}
         short = min(len(v) for v in by_gender.values())
         if short == 0:
             missing = "female" if len(by_gender[0]) == 0 else "male"
             raise PluginError(f"pridss: the candidate pool has no {missing} faces with landmarks and without "
-                              "glasses; use a larger pool or a higher pridss.glasses (0 disables the filter)")
+                              "glasses or a covered forehead; use a larger pool or a higher pridss.glasses / pridss.fringe "
+                              "(0 disables a filter)")
         m = min(m, short)
         rows = []
         for image_id, gender in zip(ids, genders.tolist()):
