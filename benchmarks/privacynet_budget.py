@@ -1,6 +1,6 @@
 """PrivacyNet's training cost and progress with the real auxiliary networks (prints numbers; asserts nothing).
 
-Fits the ``resnet-gender-probe`` on a small gender-balanced LFW3D sample, trains
+Fits the auxiliary classifiers (``resnet-gender-probe``, ``cnn-gender``) on a small gender-balanced LFW3D sample, trains
 PrivacyNet for ``--steps`` steps on the same faces, and prints seconds per step,
 the projected time of the default budget, and the aux probe's and
 ``faceapi-gender``'s P(male) on held-out faces before and after protection.
@@ -25,6 +25,7 @@ from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import load_lfw3d_sample, make_context
 from sbpet_faceapi.plugin import FaceApiGender, FaceApiResnet, ResnetGenderProbe
 from sbpet_privacynet.plugin import DEFAULT_STEPS, PrivacyNet
+from sbpet_weightfree.cnn import CnnGender
 
 
 def main() -> None:
@@ -48,10 +49,14 @@ def main() -> None:
     t0 = time.perf_counter()
     probe.fit(train)
     print(f"probe fitted on {len(train)} faces in {time.perf_counter() - t0:.1f} s")
+    cnn = CnnGender({}, make_context(work + "/cnn", device=args.device))
+    t0 = time.perf_counter()
+    cnn.fit(train)
+    print(f"cnn-gender trained on {len(train)} faces in {time.perf_counter() - t0:.1f} s")
 
     options = {k: PrivacyNet.options[k].parse(v) for k, v in (o.split("=", 1) for o in args.option)}
     ctx = make_context(work + "/pn", device=args.device, model_path=store.path,
-                       plugins={"faceapi-resnet": resnet, "resnet-gender-probe": probe})
+                       plugins={"faceapi-resnet": resnet, "resnet-gender-probe": probe, "cnn-gender": cnn})
     pet = PrivacyNet({**options, "steps": args.steps}, ctx)
     t0 = time.perf_counter()
     pet.fit(train, train)
@@ -64,7 +69,7 @@ def main() -> None:
     y = test.genders.numpy()
     with torch.no_grad():
         out = pet.protect(batch).images
-        for name, clf in (("resnet-gender-probe (aux)", probe), ("faceapi-gender (evaluator)", gender)):
+        for name, clf in (("resnet-gender-probe (aux)", probe), ("cnn-gender (aux)", cnn), ("faceapi-gender (evaluator)", gender)):
             before, after = clf.predict_male(batch.images).numpy(), clf.predict_male(out).numpy()
             print(f"{name}: AUC {roc_auc_score(y, before):.3f} -> {roc_auc_score(y, after):.3f}; "
                   f"mean P(male) men {before[y == 1].mean():.2f} -> {after[y == 1].mean():.2f}, "
