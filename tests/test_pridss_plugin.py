@@ -310,7 +310,7 @@ def test_glasses_wearers_are_not_candidates(pridss, faces):
     off.load_state_dict({**state, "pool_glasses": torch.full((len(pridss._pool_ids),), 10.0)})
     assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())  # filter off: every face may be drawn
     # a state saved before the filter existed gets its scores recomputed
-    old = {k: v for k, v in state.items() if k not in ("pool_glasses", "pool_fringe")}
+    old = {k: v for k, v in state.items() if k not in ("pool_glasses", "pool_fringe", "pool_shape")}
     clone.load_state_dict(old)
     assert torch.allclose(clone._pool["glasses"], state["pool_glasses"], atol=1e-4)
 
@@ -375,3 +375,22 @@ def test_fringe_filter_excludes_candidates(pridss, faces):
     off = PriDSS({**pridss.opts, "fringe": 0}, pridss.context)
     off.load_state_dict({**state, "pool_fringe": cover})
     assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
+
+
+def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
+    from sbpet_pridss.fusion import shape_residual
+    from sbpet_pridss.geometry import MEAN_SHAPE_90
+
+    canon = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)
+    moved = canon * 1.3 + torch.tensor([5.0, -3.0])  # a scaled, shifted mean face is still the mean shape
+    assert float(shape_residual(moved)) < 1e-3
+    odd = moved.clone()
+    odd[0, 48:68, 1] += 10  # mouth dropped far below the nose
+    assert float(shape_residual(odd)) > 2
+    real = shape_residual(geometry.landmarks(faces.images).points[:4])
+    assert bool(((real > 0.5) & (real < 3.8)).all())  # real faces: a little off the mean, not outliers
+    state = pridss.state_dict()
+    assert len(state["pool_shape"]) == len(pridss._pool_ids)
+    clone = PriDSS({**pridss.opts}, pridss.context)
+    clone.load_state_dict({**state, "pool_shape": (torch.arange(len(pridss._pool_ids)) % 2) * 10.0})
+    assert bool((clone.candidates_for(faces.ids, faces.genders) % 2 == 0).all())
