@@ -391,6 +391,10 @@ def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
     assert bool(((real > 0.5) & (real < 3.8)).all())  # real faces: a little off the mean, not outliers
     state = pridss.state_dict()
     assert len(state["pool_shape"]) == len(pridss._pool_ids)
-    clone = PriDSS({**pridss.opts}, pridss.context)
-    clone.load_state_dict({**state, "pool_shape": (torch.arange(len(pridss._pool_ids)) % 2) * 10.0})
+    odd_pool = {**state, "pool_shape": (torch.arange(len(pridss._pool_ids)) % 2) * 10.0}
+    clone = PriDSS({**pridss.opts, "shape_outlier": 3.8}, pridss.context)
+    clone.load_state_dict(odd_pool)
     assert bool((clone.candidates_for(faces.ids, faces.genders) % 2 == 0).all())
+    off = PriDSS({**pridss.opts, "shape_outlier": 0}, pridss.context)
+    off.load_state_dict(odd_pool)
+    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
