@@ -4,7 +4,7 @@ One step draws a gender-balanced batch and a privacy code per row (obfuscate
 gender, or keep everything), then
 
 * D learns real vs. generated (least-squares GAN loss);
-* G minimises ``w_adv * adv + w_attr * attr + w_id * identity + w_rec * rec + w_prox * prox`` where
+* G minimises ``w_adv * adv + w_attr * attr + w_id * identity + w_rec * rec + w_prox * prox + w_tv * tv`` where
   ``attr`` is the Bernoulli KL between the auxiliary classifier's P(male) on G's output and its
   target: 0.5 for obfuscated rows (``target="half"``; the benchmark scores privacy as
   max(AUC, 1-AUC), so a flipped classifier leaks as much as a correct one) or the opposite of
@@ -46,8 +46,8 @@ class TrainConfig:
     lr: float = 5e-4
     keep_fraction: float = 0.1
     target: str = "half"
-    w_adv: float = 1.0
-    w_attr: float = 10.0
+    w_adv: float = 10.0
+    w_attr: float = 20.0
     w_id: float = 20.0
     w_rec: float = 10.0
     w_prox: float = 5.0
