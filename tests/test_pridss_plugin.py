@@ -398,3 +398,15 @@ def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
     off = PriDSS({**pridss.opts, "shape_outlier": 0}, pridss.context)
     off.load_state_dict(odd_pool)
     assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
+
+
+def test_glasses_wearers_keep_the_whole_frame_band():
+    from sbpet_pridss.geometry import GLASSES_BAND, MEAN_SHAPE_90
+
+    pts = torch.tensor(MEAN_SHAPE_90).unsqueeze(0).repeat(2, 1, 1)
+    masks = region_masks(pts, 90, 90, margin=0.0, feather=0.01, glasses=torch.tensor([True, False]))
+    band = polygon_mask(pts[:1, list(GLASSES_BAND)], 90, 90)[0] > 0
+    assert int(band.sum()) > 300
+    assert bool((masks["eyes"][0][band] > 0.999).all())  # the wearer keeps it all: no candidate skin on the rims
+    assert bool((masks["skin"][0][band] < 1e-3).all())
+    assert float(masks["skin"][1][band].max()) > 0.99  # the other face still takes the candidate's upper cheeks

@@ -275,7 +275,7 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
          candidate_points: torch.Tensor, face_shape: bool = False, colour: float = 1.0, poisson: float = 1.0,
          margin: float = 0.055, forehead: float = 0.4, feather: float | None = None,
-         eye_margin: float | None = None) -> torch.Tensor:
+         eye_margin: float | None = None, glasses: torch.Tensor | None = None) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -307,7 +307,7 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
                                with_coverage=True)
 
     skin = region_masks(original_points.float(), h, w, feather=feather, margin=margin, forehead=forehead,
-                        eye_margin=eye_margin)["skin"]
+                        eye_margin=eye_margin, glasses=glasses)["skin"]
     target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
     flat_target = target.reshape(bsz * m, ch, h, w)
     warped = match_colour(warped, flat_target, skin.repeat_interleave(m, 0) * coverage, colour)

@@ -34,6 +34,8 @@ NOSE = (39, 31, 32, 33, 34, 35, 42)  # from the inner eye corners so the bridge 
 MOUTH = tuple(range(48, 60))  # outer lip contour
 MOUTH_ALL = tuple(range(48, 68))  # outer and inner lip contours
 JAW = tuple(range(0, 17))
+# Ear to ear, brows to the middle of the nose: where a pair of glasses sits.
+GLASSES_BAND = (0, *range(17, 27), 16, 15, 29, 1)
 BROWS_RIGHT_TO_LEFT = tuple(range(26, 16, -1))
 
 # Mean landmarks of 197 LFW3D faces (90x90 frame): the canonical shape whose Delaunay
@@ -174,7 +176,8 @@ def forehead_outline(points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:
 
 
 def region_masks(points: torch.Tensor, height: int, width: int, feather: float | None = None,
-                 margin: float = 0.055, forehead: float = 0.4, eye_margin: float | None = None) -> dict[str, torch.Tensor]:
+                 margin: float = 0.055, forehead: float = 0.4, eye_margin: float | None = None,
+                 glasses: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Soft ``(B, H, W)`` masks in [0, 1] from ``(B, 68, 2)`` landmarks.
 
     ``eyes`` (with brows), ``nose``, ``mouth``: the identity-bearing features,
@@ -196,6 +199,8 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
         return polygon_mask(points[:, list(idx)], height, width)
 
     eyes = torch.maximum(fill(BROW_EYE_LEFT), fill(BROW_EYE_RIGHT))
+    if glasses is not None and bool(glasses.any()):  # glasses wearers keep the whole band their frames sit in
+        eyes = torch.where(glasses.to(eyes.device).view(-1, 1, 1), torch.maximum(eyes, fill(GLASSES_BAND)), eyes)
     face = polygon_mask(torch.cat([points[:, list(JAW)], forehead_outline(points, forehead)], dim=1), height, width)
     masks = {
         "eyes": _soften(eyes, eye_grow, blur),
