@@ -79,39 +79,39 @@ def det_figures(results: dict[str, Any]) -> list[tuple[str, bytes]]:
 
 
 def privacy_utility_figures(results: dict[str, Any], max_figures: int = 6) -> list[tuple[str, bytes]]:
-    """Privacy AUC (x) against EER (y) per classifier x verifier x protocol: a point per PET, an arrow to
-    each attack on it, and a line through the variants of one PET (its trade-off curve)."""
-    from .tradeoff import EER_PROTOCOLS, family
+    """Privacy AUC (x) against EER (y) per classifier x verifier x protocol: a point per PET and a line
+    through the variants of one PET (its trade-off curve); then, per classifier, one figure (first
+    protocol, first verifier with attacked conditions) with an arrow to each attack on a PET."""
+    from .tradeoff import EER_PROTOCOLS, condition_values, family
 
-    values: dict[tuple[str, str, str], dict[tuple[str, str, str], float]] = {}  # (metric, evaluator, protocol) -> condition -> value
-    for cond in results.get("conditions", []):
-        key = (cond.get("pet", ""), cond.get("attacker", "none"), cond.get("run", ""))
-        for m in cond.get("metrics", []):
-            if m.get("metric") in ("privacy_auc", "eer") and is_number(m.get("value")):
-                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[key] = m["value"]
+    values = condition_values(results, ("privacy_auc", "eer"))
     clfs = sorted(e for (metric, e, _) in values if metric == "privacy_auc")
     present = {p for (metric, _, p) in values if metric == "eer"}
     protocols = [p for p in EER_PROTOCOLS if p in present] + sorted(present - set(EER_PROTOCOLS))
+
+    def verifiers(protocol: str) -> list[str]:
+        return sorted(e for (metric, e, p) in values if metric == "eer" and p == protocol)
+
+    def unattacked(k) -> bool:
+        return k[1] in ("", "none")
+
+    plain = [(clf, protocol, ver) for clf in clfs for protocol in protocols for ver in verifiers(protocol)]
+    attacked = []
+    for clf in clfs if protocols else []:
+        ver = next((v for v in verifiers(protocols[0]) if any(
+            not unattacked(k) and k in values[("eer", v, protocols[0])] for k in values[("privacy_auc", clf, "")])), None)
+        if ver is not None:
+            attacked.append((clf, protocols[0], ver))
     out = []
-    # the trade-off figures show protected faces only; the attacks get figures of their own, after them
-    for attacks in (False, True):
-        for clf in clfs:
-            for protocol in protocols:
-                for ver in sorted(e for (metric, e, p) in values if metric == "eer" and p == protocol):
-                    if len(out) >= max_figures:
-                        return out
-                    xs, ys = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
-                    conds = [k for k in xs if k in ys and (attacks or k[1] in ("", "none"))]
-                    if attacks and all(k[1] in ("", "none") for k in conds):
-                        continue
-                    if conds:
-                        what = "recovery attacks, " if attacks else ""
-                        out.append((f"Privacy-utility ({what}privacy AUC {clf} vs EER {ver}, {protocol})",
-                                    _png(_privacy_utility(xs, ys, conds, clf, ver, protocol, family))))
-                    if attacks:
-                        break  # one attack figure per classifier is enough: the arrows crowd
-                if attacks:
-                    break
+    for attacks, (clf, protocol, ver) in [(False, t) for t in plain] + [(True, t) for t in attacked]:
+        if len(out) >= max_figures:
+            break
+        xs, ys = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
+        conds = [k for k in xs if k in ys and (attacks or unattacked(k))]
+        if conds:
+            what = "recovery attacks, " if attacks else ""
+            out.append((f"Privacy-utility ({what}privacy AUC {clf} vs EER {ver}, {protocol})",
+                        _png(_privacy_utility(xs, ys, conds, clf, ver, protocol, family))))
     return out
 
 

@@ -71,24 +71,37 @@ class Tradeoff:
     comparisons: tuple[Comparison, ...]
 
     def curves(self) -> dict[str, list[Point]]:
-        """Families with two or more unattacked variants, each sorted by privacy AUC."""
-        out: dict[str, list[Point]] = {}
-        for p in self.points:
-            out.setdefault(family(p.pet), []).append(p)
-        return {f: sorted(ps, key=lambda p: p.privacy_auc) for f, ps in out.items() if len(ps) >= 2}
+        return curves(self.points)
+
+
+def curves(points: tuple[Point, ...]) -> dict[str, list[Point]]:
+    """Families with two or more unattacked variants, each sorted by privacy AUC."""
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        out.setdefault(family(p.pet), []).append(p)
+    return {f: sorted(ps, key=lambda p: p.privacy_auc) for f, ps in out.items() if len(ps) >= 2}
+
+
+Condition = tuple[str, str, str]  # (pet, attacker, run)
+
+
+def condition_values(results: dict[str, Any], metrics: tuple[str, ...] | None = None
+                     ) -> dict[tuple[str, str, str], dict[Condition, float]]:
+    """(metric, evaluator, protocol) -> (pet, attacker, run) -> numeric value, for ``metrics`` (default: all)."""
+    values: dict[tuple[str, str, str], dict[Condition, float]] = {}
+    for cond in results.get("conditions", []):
+        key = (cond.get("pet", ""), cond.get("attacker", "none"), cond.get("run", ""))
+        for m in cond.get("metrics", []):
+            if (metrics is None or m.get("metric") in metrics) and is_number(m.get("value")):
+                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[key] = m["value"]
+    return values
 
 
 def _values(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
-    """(metric, evaluator, protocol) -> unattacked PET (``pet [run]`` in merged reports) -> value."""
-    values: dict[tuple[str, str, str], dict[str, float]] = {}
-    for cond in results.get("conditions", []):
-        if cond.get("attacker", "none") not in ("", "none") or cond.get("pet") == "original":
-            continue
-        label = f"{cond['pet']} [{cond['run']}]" if cond.get("run") else cond["pet"]
-        for m in cond.get("metrics", []):
-            if is_number(m.get("value")) and np.isfinite(m["value"]):
-                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[label] = m["value"]
-    return values
+    """(metric, evaluator, protocol) -> unattacked PET (``pet [run]`` in merged reports) -> finite value."""
+    return {metric: {f"{pet} [{run}]" if run else pet: v for (pet, attacker, run), v in by_cond.items()
+                     if attacker in ("", "none") and pet != "original" and np.isfinite(v)}
+            for metric, by_cond in condition_values(results).items()}
 
 
 def interpolate(curve: list[Point], x: float, attr: str) -> float | None:
@@ -113,9 +126,8 @@ def tradeoff(results: dict[str, Any]) -> Tradeoff | None:
     auc, eer = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
     real = values.get((realism[0], realism[1], ""), {}) if realism[0] else {}
     points = tuple(Point(pet, auc[pet], eer[pet], real.get(pet)) for pet in auc if pet in eer)
-    result = Tradeoff(clf, ver, protocol, realism[0], realism[1], points, ())
     comparisons = []
-    for name, curve in result.curves().items():
+    for name, curve in curves(points).items():
         for p in points:
             if family(p.pet) == name:
                 continue
