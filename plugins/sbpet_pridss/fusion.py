@@ -294,7 +294,7 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     (feathered), in between mixes the two (Poisson's harmonic correction also
     carries the original's shading at the region boundary, e.g. a beard
     shadow round the mouth, into the candidate's skin); ``margin``, ``eye_margin``,
-    ``forehead``, ``feather``: the skin region (:func:`.geometry.region_masks`).
+    ``forehead``, ``feather``, ``glasses``: the skin region (:func:`.geometry.region_masks`).
     """
     bsz, m = candidates.shape[:2]
     _, ch, h, w = originals.shape

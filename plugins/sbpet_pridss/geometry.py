@@ -188,7 +188,8 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
     an image gets the same masks in any batch. ``margin``: how far the features
     grow, as a fraction of the width (``eye_margin``, when given, for the eyes and brows
     instead); ``forehead``: see :func:`forehead_outline`;
-    ``feather``: the Gaussian sigma of the soft edges in pixels.
+    ``feather``: the Gaussian sigma of the soft edges in pixels; ``glasses`` (B,) bool: those
+    faces keep the whole :data:`GLASSES_BAND` with their eyes, so that their frames stay whole.
     """
     points = points.float()
     grow = max(0, int(round(margin * width)))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginError, ProtectResult
 
+from .fusion import GLASSES_THRESHOLD
 from .selection import select_lowest_pic
 
 SHAPE_PREDICTOR_ASSET = "dlib-shape-predictor-68"  # declared in __init__.py
@@ -72,7 +73,7 @@ class PriDSS(PET):
         "feather": Option(0.02, "pixel backend: softness of the skin mask's edges (Gaussian sigma as a fraction "
                           "of the image width)"),
         # see fusion.GLASSES_THRESHOLD for how the default was measured
-        "glasses": Option(3.45, "pixel backend: pool faces whose glasses score (fusion.glasses_score) exceeds "
+        "glasses": Option(GLASSES_THRESHOLD, "pixel backend: pool faces whose glasses score (fusion.glasses_score) exceeds "
                           "this are not used as candidates, since their frames would leave rim fragments "
                           "round the fused eyes; 0 disables the filter"),
         # On 2x200 LFW3D faces with feature_margin 0.02: off: privacy AUC 0.679, EER 0.058; 0.6 (drops
