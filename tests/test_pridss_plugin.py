@@ -400,13 +400,109 @@ def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
     assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
 
 
-def test_glasses_wearers_keep_the_whole_frame_band():
-    from sbpet_pridss.geometry import GLASSES_BAND, MEAN_SHAPE_90
+def test_frame_lines_trace_a_drawn_frame_and_the_overlay_keeps_it(faces, geometry):
+    from sbpet_pridss.fusion import frame_lines, glasses_score
 
-    pts = torch.tensor(MEAN_SHAPE_90).unsqueeze(0).repeat(2, 1, 1)
-    masks = region_masks(pts, 90, 90, margin=0.0, feather=0.01, glasses=torch.tensor([True, False]))
-    band = polygon_mask(pts[:1, list(GLASSES_BAND)], 90, 90)[0] > 0
-    assert int(band.sum()) > 300
-    assert bool((masks["eyes"][0][band] > 0.999).all())  # the wearer keeps it all: no candidate skin on the rims
-    assert bool((masks["skin"][0][band] < 1e-3).all())
-    assert float(masks["skin"][1][band].max()) > 0.99  # the other face still takes the candidate's upper cheeks
+    marks = geometry.landmarks(faces.images)
+    x, p = faces.images[marks.found], marks.points[marks.found]
+    plain = glasses_score(x, p).argsort()[:2]
+    bare, pts = x[plain], p[plain]
+    framed = torch.stack([_draw_glasses(bare[i], pts[i]) for i in range(2)])
+    drawn = (framed - bare).abs().amax(1) > 0.15  # the pixels the frame covers
+    lines = frame_lines(framed, pts)
+    assert lines.shape == drawn.shape
+    assert float(lines[drawn].mean()) > 0.7  # the frame is traced
+    cheeks = region_masks(pts, 90, 90)["skin"] > 0.9
+    cheeks[:, :55] = False  # below the band (it ends at the middle of the nose): nothing there
+    assert float(lines[cheeks].sum()) == 0
+    assert float(lines.sum()) < 3 * float(drawn.sum())  # mostly the frame, not the whole band
+    # Laid over the fusion, the frame stays whole where the candidate's skin goes
+    cand, cand_p = x[-2:].unsqueeze(1), p[-2:].unsqueeze(1)
+    plain_fused = fuse(framed, pts, cand, cand_p)[:, 0]
+    kept = fuse(framed, pts, cand, cand_p, overlay=lines)[:, 0]
+    frame_in_skin = drawn & (lines > 0) & (region_masks(pts, 90, 90)["skin"] > 0.5)
+    assert int(frame_in_skin.sum()) > 10
+    assert float((kept - framed).abs().amax(1)[frame_in_skin].max()) < 1e-5
+    assert float((plain_fused - framed).abs().amax(1)[frame_in_skin].mean()) > 0.05  # without it the rims go
+
+
+def test_warp_distortion_grows_with_stretch_and_flags_folds():
+    from sbpet_pridss.fusion import warp_distortion
+    from sbpet_pridss.geometry import MEAN_SHAPE_90
+
+    own = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)
+    nose = own[:, 30:31]
+    cands = [own * 1.3 + 5]  # a scaled and shifted copy is the same shape: the alignment removes it
+    for factor in (1.2, 1.6):  # wider jaws
+        c = own.clone()
+        c[:, :17] = nose + (own[:, :17] - nose) * factor
+        cands.append(c)
+    folded = own.clone()
+    folded[:, 1:16, 0] = 2 * nose[:, :, 0] - own[:, 1:16, 0]  # jaw mirrored across the nose: folded triangles
+    cands.append(folded)
+    d = warp_distortion(own, torch.stack(cands, 1))[0]
+    assert d.shape == (4,)
+    assert float(d[0]) < 1e-4
+    assert 0 < float(d[1]) < float(d[2]) < float(d[3])
+    assert float(d[3]) > 2
+
+
+def test_jaw_moves_inwards_only_as_far_as_the_image_reaches():
+    from sbpet_pridss.fusion import jaw_within_frame
+    from sbpet_pridss.geometry import MEAN_SHAPE_90
+
+    tight = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)  # the jaw runs along (and past) the 90 px frame
+    nose = tight[:, 30:31]
+    narrow = nose + (tight[:, :17] - nose) * 0.8
+    wide = nose + (tight[:, :17] - nose) * 1.2
+    assert torch.allclose(jaw_within_frame(tight, wide, 90, 90), wide)  # outwards: free
+    kept = jaw_within_frame(tight, narrow, 90, 90)
+    # inwards only as far as the frame reaches beyond the jaw: what the move uncovers lies inside the image
+    back = (tight[:, :17] - kept).norm(dim=-1) > 1e-3
+    uncovered = (2 * tight[:, :17] - kept)[back]
+    assert int(back.sum()) > 3 and bool(((uncovered >= -0.5 - 1e-3) & (uncovered <= 89.5 + 1e-3)).all())
+    assert float((kept - narrow).norm(dim=-1).max()) > 3  # ... which is less than asked
+    small = tight * 0.5 + 45  # the same face small in the middle of a larger frame: room all round
+    narrow_small = small[:, 30:31] + (small[:, :17] - small[:, 30:31]) * 0.8
+    assert torch.allclose(jaw_within_frame(small, narrow_small, 180, 180), narrow_small)
+
+
+def test_poisson_regions_per_source_match_separate_solves():
+    from sbpet_pridss.fusion import poisson_blend
+
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 3, 16, 16, generator=g)
+    tgt = torch.rand(2, 1, 3, 16, 16, generator=g).expand(-1, 3, -1, -1, -1)
+    region = torch.zeros(2, 3, 16, 16, dtype=torch.bool)
+    region[:, :, 3:12, 3:12] = True
+    region[:, 1, 9:12] = False  # the second source's crop ends early
+    together = poisson_blend(src, tgt, region)
+    for j in range(3):
+        alone = poisson_blend(src[:, j : j + 1], tgt[:, j : j + 1], region[:, j])
+        assert torch.allclose(together[:, j : j + 1], alone, atol=1e-6)
+    assert torch.equal(together[:, 1, :, 10], tgt[:, 1, :, 10])  # outside its region: the target
+    assert not torch.allclose(together[:, 0, :, 10], tgt[:, 0, :, 10])
+
+
+def test_selection_only_among_eligible_candidates():
+    from sbpet_pridss.selection import select_lowest_pic
+
+    p = torch.tensor([[0.5, 0.5, 0.9], [0.5, 0.9, 0.9]])
+    sim = torch.tensor([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1]])
+    eligible = torch.tensor([[False, True, True], [False, False, False]])
+    chosen, _ = select_lowest_pic(p, sim, eligible)
+    assert chosen.tolist() == [1, 0]  # row 0: the best eligible one; row 1: none eligible, so all compete
+    assert select_lowest_pic(p, sim)[0].tolist() == [0, 0]
+
+
+def test_plugin_avoids_distorted_candidates(pridss, faces):
+    batch = faces.all()
+    parts = pridss.fused_candidates(batch)
+    d = parts["distortion"]
+    assert d.shape == parts["candidates"].shape and bool((d >= 0).all())
+    strict = PriDSS({**pridss.opts, "max_distortion": 1e-6}, pridss.context)
+    strict.load_state_dict(pridss.state_dict())
+    diags = [x for x in strict.protect(batch).diagnostics if x["face_found"]]
+    assert len(diags) == len(d)
+    for row, diag in zip(d, diags):  # none is within the limit: each face takes its least distorted candidate
+        assert diag["chosen"] == int(row.argmin()) and diag["distortion"] == pytest.approx(row.tolist(), abs=1e-4)

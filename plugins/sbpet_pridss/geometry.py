@@ -152,7 +152,7 @@ def polygon_mask(vertices: torch.Tensor, height: int, width: int, hull: bool = F
     return torch.from_numpy(out).to(device=vertices.device, dtype=vertices.dtype)
 
 
-def _soften(mask: torch.Tensor, grow: int, blur: float) -> torch.Tensor:
+def soften(mask: torch.Tensor, grow: int, blur: float) -> torch.Tensor:
     """Dilate a (B, H, W) binary mask by ``grow`` pixels, then Gaussian-feather it."""
     m = mask.unsqueeze(1)
     if grow > 0:
@@ -176,8 +176,7 @@ def forehead_outline(points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:
 
 
 def region_masks(points: torch.Tensor, height: int, width: int, feather: float | None = None,
-                 margin: float = 0.055, forehead: float = 0.4, eye_margin: float | None = None,
-                 glasses: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 margin: float = 0.055, forehead: float = 0.4, eye_margin: float | None = None) -> dict[str, torch.Tensor]:
     """Soft ``(B, H, W)`` masks in [0, 1] from ``(B, 68, 2)`` landmarks.
 
     ``eyes`` (with brows), ``nose``, ``mouth``: the identity-bearing features,
@@ -188,8 +187,7 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
     an image gets the same masks in any batch. ``margin``: how far the features
     grow, as a fraction of the width (``eye_margin``, when given, for the eyes and brows
     instead); ``forehead``: see :func:`forehead_outline`;
-    ``feather``: the Gaussian sigma of the soft edges in pixels; ``glasses`` (B,) bool: those
-    faces keep the whole :data:`GLASSES_BAND` with their eyes, so that their frames stay whole.
+    ``feather``: the Gaussian sigma of the soft edges in pixels.
     """
     points = points.float()
     grow = max(0, int(round(margin * width)))
@@ -200,17 +198,15 @@ def region_masks(points: torch.Tensor, height: int, width: int, feather: float |
         return polygon_mask(points[:, list(idx)], height, width)
 
     eyes = torch.maximum(fill(BROW_EYE_LEFT), fill(BROW_EYE_RIGHT))
-    if glasses is not None and bool(glasses.any()):  # glasses wearers keep the whole band their frames sit in
-        eyes = torch.where(glasses.to(eyes.device).view(-1, 1, 1), torch.maximum(eyes, fill(GLASSES_BAND)), eyes)
     face = polygon_mask(torch.cat([points[:, list(JAW)], forehead_outline(points, forehead)], dim=1), height, width)
     masks = {
-        "eyes": _soften(eyes, eye_grow, blur),
-        "nose": _soften(fill(NOSE), grow, blur),
+        "eyes": soften(eyes, eye_grow, blur),
+        "nose": soften(fill(NOSE), grow, blur),
         # The hull of all 20 lip points, not just the outer contour: on thin closed lips dlib may put
         # the inner-lip points outside the outer ones, and the warp maps a candidate's open mouth
         # (dark, or teeth) between its inner-lip points onto the original's.
-        "mouth": _soften(polygon_mask(points[:, list(MOUTH_ALL)], height, width, hull=True), grow, blur),
-        "face": _soften(face, 0, blur),
+        "mouth": soften(polygon_mask(points[:, list(MOUTH_ALL)], height, width, hull=True), grow, blur),
+        "face": soften(face, 0, blur),
     }
     features = torch.maximum(torch.maximum(masks["eyes"], masks["nose"]), masks["mouth"])
     masks["skin"] = (masks["face"] * (1 - features)).clamp(0, 1)

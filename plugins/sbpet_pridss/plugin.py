@@ -43,7 +43,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "7"
+    version = "8"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
@@ -79,12 +79,16 @@ class PriDSS(PET):
         # On 2x200 LFW3D faces with feature_margin 0.02: off: privacy AUC 0.679, EER 0.058; 0.6 (drops
         # about 7 % of the pool, mostly fringes and caps, which leave hair or cap blobs on the forehead):
         # 0.653, EER 0.063; 0.35 (drops about 10 %, also lower fringes and white caps): 0.663, EER 0.053.
-        # On 2x200 LFW3D faces (--per-class 200 --bootstrap 0): 3.8 keeps glasses wearers' frames whole on the
-        # grid but costs privacy (AUC 0.710, EER 0.050 against 0.667, 0.052 off): the detector also flags
-        # some bare faces, which then keep their upper cheeks. Off until that trade-off is settled.
-        "keep_glasses": Option(0.0, "pixel backend: originals whose glasses score exceeds this keep the whole band "
-                               "from ear to ear between the brows and the middle of the nose, so that their frames "
-                               "stay whole; 0 disables"),
+        # Version 7 kept the whole ear-to-ear band for wearers instead: frames whole, but the detector also
+        # flags some bare faces, which then kept their upper cheeks (2x200 LFW3D faces: privacy AUC 0.667 ->
+        # 0.710). Laying only the thin frame lines over the fusion costs a bare face little.
+        "keep_glasses": Option(GLASSES_THRESHOLD, "pixel backend: originals whose glasses score exceeds this keep "
+                               "their spectacle frames: the thin lines in the band from the brows to the middle of "
+                               "the nose (fusion.frame_lines) are laid over the fusion; 0 disables"),
+        "max_distortion": Option(0.55, "pixel backend: candidates whose warp onto the original stretches the cheeks "
+                                 "more than this (fusion.warp_distortion: area-weighted mean |log area ratio| of the "
+                                 "jaw triangles) are not selected (half-turned heads, misplaced landmarks); when "
+                                 "every candidate of a face exceeds it the least distorted is used; 0 disables"),
         "fringe": Option(0.35, "pixel backend: pool faces whose forehead is covered (fusion.forehead_cover: share "
                          "of the forehead band far from the cheeks' colour, by fringes or caps) above this are not "
                          "used as candidates; 0 disables the filter"),
@@ -112,7 +116,8 @@ class PriDSS(PET):
             raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
         for key, low, high in (("colour", 0, 1), ("poisson", 0, 1), ("feature_margin", 0, 0.3),
                                ("forehead", 0, 2), ("feather", 0, 0.2), ("glasses", 0, 100),
-                               ("fringe", 0, 1), ("shape_outlier", 0, 100), ("keep_glasses", 0, 100)):
+                               ("fringe", 0, 1), ("shape_outlier", 0, 100), ("keep_glasses", 0, 100),
+                               ("max_distortion", 0, 100)):
             if not low <= float(self.opts[key]) <= high:
                 raise PluginError(f"pridss.{key} must be between {low} and {high}, got {self.opts[key]}")
         if not (float(self.opts["eye_margin"]) == -1 or 0 <= float(self.opts["eye_margin"]) <= 0.3):
@@ -291,7 +296,7 @@ class PriDSS(PET):
         ``rows`` (their positions in the batch), ``candidates`` (B', M) pool
         indices, ``found`` (B,) and the original genders with their source.
         """
-        from .fusion import fuse
+        from .fusion import fuse, warp_distortion
 
         if self._pool is None:
             raise PluginError("pridss.protect called before fit (or load_state_dict)")
@@ -313,21 +318,31 @@ class PriDSS(PET):
             pool_p = (pool_p + 0.5) * (w / pool_x.shape[-1]) - 0.5
             pool_x = F.interpolate(pool_x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
         device = x.device
-        wearers = None
+        frames = None
         if len(rows) and float(self.opts["keep_glasses"]) > 0:
-            from .fusion import glasses_score
-
-            wearers = glasses_score(x[rows.to(device)].float(), marks.points[rows].to(device)) > float(self.opts["keep_glasses"])
+            frames = self.frames(x[rows.to(device)].float(), marks.points[rows].to(device))
         fused = fuse(x[rows.to(device)].float(), marks.points[rows].to(device),
                      pool_x.to(device).view(len(rows), m, 3, h, w), pool_p.to(device).view(len(rows), m, 68, 2),
                      face_shape=bool(self.opts["face_shape"]), colour=float(self.opts["colour"]),
                      poisson=float(self.opts["poisson"]), margin=float(self.opts["feature_margin"]),
                      forehead=float(self.opts["forehead"]), feather=max(0.5, float(self.opts["feather"]) * w),
                      eye_margin=None if float(self.opts["eye_margin"]) < 0 else float(self.opts["eye_margin"]),
-                     glasses=wearers) \
+                     overlay=frames) \
             if len(rows) else x.new_zeros(0, m, 3, h, w)
+        distortion = warp_distortion(marks.points[rows].to(device), pool_p.to(device).view(len(rows), m, 68, 2)).cpu() \
+            if len(rows) else torch.zeros(0, m)
         return {"fused": fused, "rows": rows, "candidates": cand, "found": marks.found, "genders": genders,
-                "gender_from_label": known}
+                "gender_from_label": known, "distortion": distortion}
+
+    def frames(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) overlay of the spectacle frames of the faces the glasses score flags (0 elsewhere)."""
+        from .fusion import frame_lines, glasses_score
+        from .geometry import soften
+
+        wearers = glasses_score(images, points) > float(self.opts["keep_glasses"])
+        lines = frame_lines(images, points) * wearers.to(images.dtype).view(-1, 1, 1)
+        # A slight feather hides the lines' stair-steps; the max keeps their cores opaque.
+        return torch.maximum(lines, soften(lines, 0, 0.7 * images.shape[-1] / 90))
 
     @staticmethod
     def shared_embedding_classifier(classifier, verifier):
@@ -365,7 +380,11 @@ class PriDSS(PET):
         rows, fused = parts["rows"], parts["fused"]
         if len(rows):
             p_male, sim = self.score(batch.images[rows.to(batch.images.device)], fused)
-            chosen, pic = select_lowest_pic(p_male, sim)
+            distortion = parts["distortion"]
+            limit = float(self.opts["max_distortion"])
+            # Candidates within the limit compete; a face with none left takes its least distorted one.
+            eligible = None if limit <= 0 else distortion <= torch.clamp(distortion.amin(1, keepdim=True), min=limit)
+            chosen, pic = select_lowest_pic(p_male, sim, eligible)
             out[rows.to(out.device)] = fused[torch.arange(len(rows), device=fused.device), chosen.to(fused.device)].to(out.dtype)
         diagnostics: list[dict[str, Any]] = []
         where = {int(r): k for k, r in enumerate(rows.tolist())}
@@ -383,5 +402,6 @@ class PriDSS(PET):
                                 "p_male": [round(float(v), 6) for v in p_male[k]],
                                 "similarity": [round(float(v), 6) for v in sim[k]],
                                 "pic": [round(float(v), 6) for v in pic[k]],
+                                "distortion": [round(float(v), 4) for v in distortion[k]],
                                 "chosen": c, "chosen_id": ids[c]})
         return ProtectResult(out.clamp(0, 1), diagnostics)
