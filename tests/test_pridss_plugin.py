@@ -506,3 +506,20 @@ def test_plugin_avoids_distorted_candidates(pridss, faces):
     assert len(diags) == len(d)
     for row, diag in zip(d, diags):  # none is within the limit: each face takes its least distorted candidate
         assert diag["chosen"] == int(row.argmin()) and diag["distortion"] == pytest.approx(row.tolist(), abs=1e-4)
+
+
+def test_tone_limit_lifts_a_black_streak_and_keeps_shading():
+    from sbpet_pridss.fusion import limit_tones
+
+    g = torch.Generator().manual_seed(0)
+    skin = 0.6 + 0.03 * torch.randn(1, 1, 40, 40, generator=g)
+    skin[..., 10:30, 18:21] = 0.05  # a black streak
+    images = skin.expand(-1, 3, -1, -1) * torch.tensor([1.0, 0.8, 0.7]).view(1, 3, 1, 1)
+    out = limit_tones(images, torch.ones(1, 40, 40), 2.0)
+    lum, lum_out = images.mean(1), out.mean(1)
+    spread = float(lum[..., :, :10].std())
+    streak = (slice(None), slice(10, 30), slice(18, 21))
+    assert float((lum_out[streak] - lum[..., :, :10].mean()).abs().max()) <= 2.0 * spread * 1.2
+    assert float(lum_out[streak].min()) > float(lum[streak].max()) + 0.2  # lifted well out of black
+    assert float((out - images)[..., :, :10].abs().mean()) < 0.1 * spread  # ordinary skin barely moves
+    assert torch.allclose(out[:, 0] - out[:, 1], images[:, 0] - images[:, 1], atol=1e-6)  # chroma kept

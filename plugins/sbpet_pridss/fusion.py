@@ -238,6 +238,27 @@ def warp_distortion(original_points: torch.Tensor, candidate_points: torch.Tenso
     return (log_ratio * weight).sum(1).view(b, m)
 
 
+def limit_tones(images: torch.Tensor, weight: torch.Tensor, limit: float) -> torch.Tensor:
+    """Pull brightness far outside the skin's own range back towards it, smoothly (tanh).
+
+    (N, 3, H, W) images, (N, H, W) soft skin weights. Each pixel's luminance deviation from the
+    robust mean over ``weight`` is squashed to at most ``limit`` robust spreads; chroma is kept.
+    """
+    lum = images.mean(1, keepdim=True)
+    w = weight.unsqueeze(1)
+
+    def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = weights.sum((2, 3), keepdim=True).clamp(min=1e-6)
+        mean = (lum * weights).sum((2, 3), keepdim=True) / total
+        return mean, (((lum - mean) ** 2 * weights).sum((2, 3), keepdim=True) / total).sqrt().clamp(min=1e-3)
+
+    mean, std = moments(w)
+    mean, std = moments(w * ((lum - mean).abs() <= 2 * std))
+    dev = lum - mean
+    bound = limit * std
+    return images + (bound * torch.tanh(dev / bound) - dev)
+
+
 def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Per-channel mean/std transfer of ``source`` towards ``target`` over the soft region ``weight``.
 
@@ -355,7 +376,7 @@ def jaw_within_frame(points: torch.Tensor, jaw: torch.Tensor, height: int, width
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
          candidate_points: torch.Tensor, face_shape: bool = False, colour: float = 1.0, poisson: float = 1.0,
          margin: float = 0.055, forehead: float = 0.4, feather: float | None = None,
-         eye_margin: float | None = None, overlay: torch.Tensor | None = None) -> torch.Tensor:
+         eye_margin: float | None = None, overlay: torch.Tensor | None = None, tone_limit: float = 0.0) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -377,7 +398,10 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     ``forehead``, ``feather``: the skin region (:func:`.geometry.region_masks`); ``overlay``
     (B, H, W) in [0, 1]: the original's pixels laid over the fusion there (spectacle frames from
     :func:`frame_lines`: an opaque object in front of the face, drawn after the skin is blended so
-    that the blend neither sees them nor smears their colour into the candidate's skin).
+    that the blend neither sees them nor smears their colour into the candidate's skin);
+    ``tone_limit`` > 0: the blended skin's brightness is held within that many robust spreads of its
+    mean (:func:`limit_tones`): the candidate's nose-side shadows and smile folds, which the Poisson
+    correction from the original's darker feature edges can deepen to black streaks, stay shading.
     """
     bsz, m = candidates.shape[:2]
     _, ch, h, w = originals.shape
@@ -406,6 +430,9 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     blended = pasted if poisson <= 0 else poisson_blend(warped, target, region)
     if 0 < poisson < 1:
         blended = poisson * blended + (1 - poisson) * pasted
+    if tone_limit > 0:
+        weight = region.reshape(bsz * m, h, w).float() * skin.repeat_interleave(m, 0)
+        blended = limit_tones(blended.reshape(bsz * m, ch, h, w), weight, tone_limit).view_as(blended)
     # Feather the texture hand-over: Poisson already matches the values on the boundary.
     alpha = skin.view(bsz, 1, 1, h, w)
     fused = (alpha * blended + (1 - alpha) * target).clamp(0, 1)
