@@ -166,17 +166,31 @@ def frame_lines(images: torch.Tensor, points: torch.Tensor, threshold: float = 0
     Morphological black-hat and top-hat of the luminance over a window of about 5 px at 90 px: a line
     narrower than the window differs from the window's closing (or opening) by its contrast, broad
     shading does not. ``threshold`` is that contrast (luminance in [0, 1]); at 0.06 the frames of the
-    LFW3D wearers on the report grid are traced except where they fade into the skin.
+    LFW3D wearers on the report grid are traced except where they fade into the skin. Specks smaller
+    than a stroke are left out.
     """
+    import cv2
+
     from .geometry import GLASSES_BAND, polygon_mask
 
     k = max(3, int(round(5 * images.shape[-1] / 90)) | 1)
     lum = images.float().mean(1, keepdim=True)
     dilate = lambda t: F.max_pool2d(t, k, 1, k // 2)  # noqa: E731
     erode = lambda t: -F.max_pool2d(-t, k, 1, k // 2)  # noqa: E731
-    lines = torch.maximum(erode(dilate(lum)) - lum, lum - dilate(erode(lum)))[:, 0]
-    band = polygon_mask(points[:, list(GLASSES_BAND)].float(), *images.shape[-2:])
-    return (lines > threshold).to(images.dtype) * band.to(images.dtype)
+    dark = (erode(dilate(lum)) - lum)[:, 0] > threshold  # black-hat: dark frames
+    bright = (lum - dilate(erode(lum)))[:, 0] > threshold  # top-hat: metal rims, but also highlights
+    band = polygon_mask(points[:, list(GLASSES_BAND)].float(), *images.shape[-2:]) > 0
+    # Frames are long connected strokes; specks (pores, moles, highlights) are not, and laid over the
+    # candidate's smoother skin they show as dots: dark components under about 10 px (at 90 px) go,
+    # bright ones under about 25 px (a highlight on a cheekbone is bigger than a pore).
+    area = (images.shape[-1] / 90) ** 2
+    mask = np.zeros(tuple(dark.shape), np.uint8)
+    for lines, min_size in ((dark, max(3, round(10 * area))), (bright, max(3, round(25 * area)))):
+        for out, m in zip(mask, (lines & band).cpu().numpy().astype(np.uint8)):  # OpenCV labels one image at a time
+            count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+            big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_size)
+            out |= np.isin(labels, big[big > 0]).astype(np.uint8)
+    return torch.from_numpy(mask).to(device=images.device, dtype=images.dtype)
 
 
 def forehead_cover(images: torch.Tensor, points: torch.Tensor, lift: float = 0.4) -> torch.Tensor:

@@ -43,7 +43,7 @@ def _decode_strings(tensor: torch.Tensor) -> list[str]:
 
 class PriDSS(PET):
     name = "pridss"
-    version = "8"
+    version = "9"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
