@@ -416,6 +416,19 @@ def test_frame_lines_trace_a_drawn_frame_and_the_overlay_keeps_it(faces, geometr
     cheeks[:, :55] = False  # below the band (it ends at the middle of the nose): nothing there
     assert float(lines[cheeks].sum()) == 0
     assert float(lines.sum()) < 3 * float(drawn.sum())  # mostly the frame, not the whole band
+    # a pore-sized dark speck and a highlight in the band, away from the frame, are not strokes: left out
+    band = polygon_mask(pts[:1, [0, *range(17, 27), 16, 15, 29, 1]], 90, 90)[0] > 0
+    near = torch.nn.functional.max_pool2d(drawn[:1].float().unsqueeze(1), 9, 1, 4)[0, 0] > 0
+    free = band & ~near & (lines[0] == 0)
+    free = -torch.nn.functional.max_pool2d(-free.float()[None, None], 5, 1, 2)[0, 0] > 0  # 5x5 room round it
+    spots = torch.nonzero(free)
+    (y0, x0), (y1, x1) = spots[0].tolist(), spots[-1].tolist()
+    specked = framed.clone()
+    specked[0, :, y0 : y0 + 2, x0 : x0 + 2] = 0.05
+    specked[0, :, y1 - 1 : y1 + 2, x1 - 1 : x1 + 2] = 1.0
+    raw = (specked - framed).abs().amax(1)[0] > 0.2
+    assert int(raw.sum()) >= 8  # both were drawn
+    assert float(frame_lines(specked, pts)[0][raw].sum()) == 0
     # Laid over the fusion, the frame stays whole where the candidate's skin goes
     cand, cand_p = x[-2:].unsqueeze(1), p[-2:].unsqueeze(1)
     plain_fused = fuse(framed, pts, cand, cand_p)[:, 0]
