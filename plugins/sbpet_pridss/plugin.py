@@ -82,19 +82,20 @@ class PriDSS(PET):
         # Version 7 kept the whole ear-to-ear band for wearers instead: frames whole, but the detector also
         # flags some bare faces, which then kept their upper cheeks (2x200 LFW3D faces: privacy AUC 0.667 ->
         # 0.710). Laying only the thin frame lines over the fusion (version 8), on 2x200 LFW3D faces
-        # (--per-class 200 --bootstrap 0): off: privacy AUC 0.658, EER 0.055; 3.45: 0.680, EER 0.053 (frames whole on the
-        # grid); 3.8: 0.686, EER 0.053, so the cost comes from the wearers' own frames, not false alarms.
+        # (--per-class 200 --bootstrap 0): off: privacy AUC 0.658, EER 0.055; 3.45: 0.680, EER 0.053
+        # (frames whole on the grid); 3.8: 0.686, EER 0.053, so the cost comes from the wearers' own
+        # frames, not from false alarms.
         "keep_glasses": Option(GLASSES_THRESHOLD, "pixel backend: originals whose glasses score exceeds this keep "
                                "their spectacle frames: the thin lines in the band from the brows to the middle of "
                                "the nose (fusion.frame_lines) are laid over the fusion; 0 disables"),
-        # On the same 2x200 faces (version 8): off: privacy AUC 0.685, EER 0.055; 0.55: 0.680, EER 0.053, and the torn
-        # faces of half-turned candidates are gone from the grid.
+        # On the same 2x200 faces (version 8): off: privacy AUC 0.685, EER 0.055; 0.55: 0.680, EER 0.053,
+        # and the torn faces of half-turned candidates are gone from the grid.
         "max_distortion": Option(0.55, "pixel backend: candidates whose warp onto the original stretches the cheeks "
                                  "more than this (fusion.warp_distortion: area-weighted mean |log area ratio| of the "
                                  "jaw triangles) are not selected (half-turned heads, misplaced landmarks); when "
                                  "every candidate of a face exceeds it the least distorted is used; 0 disables"),
-        # On the same 2x200 faces (version 8): off: privacy AUC 0.680, EER 0.053; 2.5: 0.718, EER 0.045; 1.5: 0.745, EER
-        # 0.033. Shading is a gender cue (beard shadow, folds), so it stays off by default.
+        # On the same 2x200 faces (version 8): off: privacy AUC 0.680, EER 0.053; 2.5: 0.718, EER 0.045;
+        # 1.5: 0.745, EER 0.033. Shading is a gender cue (beard shadow, folds), so it stays off by default.
         "tone_limit": Option(0.0, "pixel backend: the fused skin's brightness is held within this many robust "
                              "spreads of its mean, smoothly (fusion.limit_tones), so that a candidate's nose-side "
                              "shadows and smile folds stay shading instead of black streaks; 0 disables"),
