@@ -536,3 +536,23 @@ def test_tone_limit_lifts_a_black_streak_and_keeps_shading():
     assert float(lum_out[streak].min()) > float(lum[streak].max()) + 0.2  # lifted well out of black
     assert float((out - images)[..., :, :10].abs().mean()) < 0.1 * spread  # ordinary skin barely moves
     assert torch.allclose(out[:, 0] - out[:, 1], images[:, 0] - images[:, 1], atol=1e-6)  # chroma kept
+
+
+def test_chroma_mix_keeps_brightness_and_takes_the_original_colour(faces, geometry):
+    from sbpet_pridss.fusion import mix_chroma
+
+    g = torch.Generator().manual_seed(1)
+    src, tgt = torch.rand(2, 3, 8, 8, generator=g) * 0.5 + 0.25, torch.rand(2, 3, 8, 8, generator=g) * 0.5 + 0.25
+    assert torch.allclose(mix_chroma(src, tgt, 1.0), src, atol=1e-6)
+    out = mix_chroma(src, tgt, 0.0)
+    assert torch.allclose(out.mean(1), src.mean(1), atol=1e-6)  # the candidate's brightness
+    assert torch.allclose(out - out.mean(1, keepdim=True), tgt - tgt.mean(1, keepdim=True), atol=1e-6)  # the original's colour
+    # In a fusion, the skin's colour moves towards the original's while its brightness stays the candidate's
+    marks = geometry.landmarks(faces.images)
+    idx = torch.nonzero(marks.found).flatten()
+    orig, cand = idx[:3], idx[-3:]
+    args = (faces.images[orig], marks.points[orig], faces.images[cand].unsqueeze(1), marks.points[cand].unsqueeze(1))
+    skin = region_masks(marks.points[orig], 90, 90)["skin"] > 0.9
+    colour = lambda x: (x - x.mean(1, keepdim=True)).permute(0, 2, 3, 1)[skin]  # noqa: E731
+    own, full, none = (colour(faces.images[orig]), colour(fuse(*args)[:, 0]), colour(fuse(*args, chroma=0.0)[:, 0]))
+    assert float((none - own).abs().mean()) < 0.5 * float((full - own).abs().mean())

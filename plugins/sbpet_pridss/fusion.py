@@ -252,6 +252,18 @@ def warp_distortion(original_points: torch.Tensor, candidate_points: torch.Tenso
     return (log_ratio * weight).sum(1).view(b, m)
 
 
+def mix_chroma(source: torch.Tensor, target: torch.Tensor, keep: float) -> torch.Tensor:
+    """``source``'s brightness (the mean of the channels) with its colour (each channel minus that mean)
+    mixed with ``target``'s: ``keep`` of the source's, the rest the target's. (N, 3, H, W) each.
+
+    A candidate's skin colour varies in ways a global colour transfer cannot undo (flushed cheeks on
+    a pale forehead, the colour cast of another camera); on the original's photo those show as orange,
+    yellow or purple blotches. Brightness carries the candidate's texture, beard shadow and shape.
+    """
+    s_lum, t_lum = source.mean(1, keepdim=True), target.mean(1, keepdim=True)
+    return (s_lum + keep * (source - s_lum) + (1 - keep) * (target - t_lum)).clamp(0, 1)
+
+
 def limit_tones(images: torch.Tensor, weight: torch.Tensor, limit: float) -> torch.Tensor:
     """Pull brightness far outside the skin's own range back towards it, smoothly (tanh).
 
@@ -390,7 +402,8 @@ def jaw_within_frame(points: torch.Tensor, jaw: torch.Tensor, height: int, width
 def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: torch.Tensor,
          candidate_points: torch.Tensor, face_shape: bool = False, colour: float = 1.0, poisson: float = 1.0,
          margin: float = 0.055, forehead: float = 0.4, feather: float | None = None,
-         eye_margin: float | None = None, overlay: torch.Tensor | None = None, tone_limit: float = 0.0) -> torch.Tensor:
+         eye_margin: float | None = None, overlay: torch.Tensor | None = None, tone_limit: float = 0.0,
+         chroma: float = 1.0) -> torch.Tensor:
     """Fuse M candidates into each of B originals.
 
     ``originals`` (B, 3, H, W) with landmarks (B, 68, 2); ``candidates``
@@ -415,7 +428,9 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     that the blend neither sees them nor smears their colour into the candidate's skin);
     ``tone_limit`` > 0: the blended skin's brightness is held within that many robust spreads of its
     mean (:func:`limit_tones`): the candidate's nose-side shadows and smile folds, which the Poisson
-    correction from the original's darker feature edges can deepen to black streaks, stay shading.
+    correction from the original's darker feature edges can deepen to black streaks, stay shading;
+    ``chroma``: share of the candidate's own colour kept (:func:`mix_chroma`; 1 keeps it, 0 takes the
+    original's colour with the candidate's brightness structure).
     """
     bsz, m = candidates.shape[:2]
     _, ch, h, w = originals.shape
@@ -432,6 +447,8 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     target = originals.float().unsqueeze(1).expand(-1, m, -1, -1, -1)
     flat_target = target.reshape(bsz * m, ch, h, w)
     warped = match_colour(warped, flat_target, skin.repeat_interleave(m, 0) * coverage, colour)
+    if chroma < 1:
+        warped = mix_chroma(warped, flat_target, chroma)
     # Where the candidate has no pixels of its own (its crop ends first), the original's pixels stand
     # in: blending the original into itself leaves it as it was instead of a smeared edge.
     coverage = coverage.unsqueeze(1)
