@@ -187,7 +187,7 @@ def frame_lines(images: torch.Tensor, points: torch.Tensor, threshold: float = 0
     mask = np.zeros(tuple(dark.shape), np.uint8)
     for lines, min_size in ((dark, max(3, round(10 * area))), (bright, max(3, round(25 * area)))):
         for out, m in zip(mask, (lines & band).cpu().numpy().astype(np.uint8)):  # OpenCV labels one image at a time
-            count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
             big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_size)
             out |= np.isin(labels, big[big > 0]).astype(np.uint8)
     return torch.from_numpy(mask).to(device=images.device, dtype=images.dtype)
@@ -222,6 +222,15 @@ def shape_residual(points: torch.Tensor) -> torch.Tensor:
     return (aligned - canon).norm(dim=-1).mean(1)
 
 
+def aligned_candidates(original_points: torch.Tensor, candidate_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each original's landmarks repeated per candidate, (B*M, 68, 2), and the candidates' (B, M, 68, 2)
+    moved onto them by the similarity over the inner landmarks, (B*M, 68, 2)."""
+    m = candidate_points.shape[1]
+    own = original_points.float().repeat_interleave(m, 0)
+    theirs = candidate_points.reshape(-1, 68, 2).float()
+    return own, _apply(similarity(theirs[:, _INNER], own[:, _INNER]), theirs)
+
+
 def warp_distortion(original_points: torch.Tensor, candidate_points: torch.Tensor) -> torch.Tensor:
     """How far the warp of each candidate onto its original stretches the cheeks: (B, M).
 
@@ -242,14 +251,19 @@ def warp_distortion(original_points: torch.Tensor, candidate_points: torch.Tenso
         v0, v1 = c[:, :, 1] - c[:, :, 0], c[:, :, 2] - c[:, :, 0]
         return v0[..., 0] * v1[..., 1] - v0[..., 1] * v1[..., 0]
 
-    own = original_points.float().repeat_interleave(m, 0)
-    theirs = candidate_points.reshape(b * m, 68, 2).float()
-    aligned = _apply(similarity(theirs[:, _INNER], own[:, _INNER]), theirs)
+    own, aligned = aligned_candidates(original_points, candidate_points)
     a_own, a_theirs = areas(own), areas(aligned)
     ratio = a_theirs / torch.where(a_own.abs() < 1e-6, torch.full_like(a_own, 1e-6), a_own)
     log_ratio = torch.where(ratio > 0, ratio.clamp(min=1e-6).log().abs(), torch.full_like(ratio, 5.0))
     weight = a_own.abs() / a_own.abs().sum(1, keepdim=True).clamp(min=1e-6)
     return (log_ratio * weight).sum(1).view(b, m)
+
+
+def _weighted_moments(x: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and spread (at least 1e-3) of (N, C, H, W) ``x`` under (N, 1, H, W) ``weights``."""
+    total = weights.sum((2, 3), keepdim=True).clamp(min=1e-6)
+    mean = (x * weights).sum((2, 3), keepdim=True) / total
+    return mean, (((x - mean) ** 2 * weights).sum((2, 3), keepdim=True) / total).sqrt().clamp(min=1e-3)
 
 
 def mix_chroma(source: torch.Tensor, target: torch.Tensor, keep: float) -> torch.Tensor:
@@ -272,14 +286,8 @@ def limit_tones(images: torch.Tensor, weight: torch.Tensor, limit: float) -> tor
     """
     lum = images.mean(1, keepdim=True)
     w = weight.unsqueeze(1)
-
-    def moments(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total = weights.sum((2, 3), keepdim=True).clamp(min=1e-6)
-        mean = (lum * weights).sum((2, 3), keepdim=True) / total
-        return mean, (((lum - mean) ** 2 * weights).sum((2, 3), keepdim=True) / total).sqrt().clamp(min=1e-3)
-
-    mean, std = moments(w)
-    mean, std = moments(w * ((lum - mean).abs() <= 2 * std))
+    mean, std = _weighted_moments(lum, w)
+    mean, std = _weighted_moments(lum, w * ((lum - mean).abs() <= 2 * std))
     dev = lum - mean
     bound = limit * std
     return images + (bound * torch.tanh(dev / bound) - dev)
@@ -292,15 +300,8 @@ def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     (in between: the mean moves part way, the spread ratio is a power of it).
     """
     w = weight.unsqueeze(1)
-    total = w.sum((2, 3), keepdim=True).clamp(min=1e-6)
-
-    def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = (x * w).sum((2, 3), keepdim=True) / total
-        std = (((x - mean) ** 2 * w).sum((2, 3), keepdim=True) / total).sqrt().clamp(min=1e-3)
-        return mean, std
-
-    ms, ss = stats(source)
-    mt, st = stats(target)
+    ms, ss = _weighted_moments(source, w)
+    mt, st = _weighted_moments(target, w)
     gain = (st / ss).clamp(0.5, 2.0) ** strength
     return ((source - ms) * gain + ms + strength * (mt - ms)).clamp(0, 1)
 
@@ -472,10 +473,9 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
         fused = keep * target + (1 - keep) * fused
     if not face_shape:
         return fused
-    own = original_points.float().repeat_interleave(m, 0)  # (N, 68, 2)
-    theirs = candidate_points.reshape(bsz * m, 68, 2).float()
+    own, theirs = aligned_candidates(original_points, candidate_points)
     shaped = own.clone()
-    shaped[:, :17] = jaw_within_frame(own, _apply(similarity(theirs[:, _INNER], own[:, _INNER]), theirs[:, :17]), h, w)
+    shaped[:, :17] = jaw_within_frame(own, theirs[:, :17], h, w)
     # Triangles without a jaw vertex map onto themselves, so the features are not resampled.
     tri, lam = barycentric_map(with_border(shaped, w), h, w)
     return warp_to(fused.reshape(bsz * m, ch, h, w), with_border(own, w), tri, lam, h, w).view(bsz, m, ch, h, w)
