@@ -40,16 +40,69 @@ __all__ = [
     "PluginContext",
     "Asset",
     "PluginError",
+    "PluginUnavailable",
+    "Dependency",
     "MALE",
     "FEMALE",
+    "ORIGINAL",
+    "NO_ATTACK",
+    "TIERS",
+    "condition_label",
+    "resize",
 ]
 
 MALE = 1
 FEMALE = 0
 
+# A condition is (pet, attacker). The untouched evaluation images are the PET "original"; a
+# condition without a recovery attack has the attacker "none". One label writes both everywhere.
+ORIGINAL = "original"
+NO_ATTACK = "none"
+
+# Attacker tiers of the privacy evaluation, weakest knowledge first. A classifier's tier travels in
+# ``MetricInput.classifier_tiers``; classifiers not named there are off-the-shelf.
+TIER_OFF_THE_SHELF = "off-the-shelf"  # fixed weights, never trained on protected images
+TIER_RECOVERY = "recovery"  # a recovery attack, then an off-the-shelf classifier
+TIER_INFORMED = "informed"  # trained on protected training images (the attacker knows the PET)
+TIER_MIXED = "mixed"  # trained on clean and protected training images together
+TIERS = (TIER_OFF_THE_SHELF, TIER_RECOVERY, TIER_INFORMED, TIER_MIXED)
+
+
+def condition_label(pet: str, attacker: str) -> str:
+    """``"pridss/none"``: the one spelling of a condition in results, caches and reports."""
+    return f"{pet}/{attacker}"
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize a batch to ``size x size`` (bilinear, antialiased, clamped to [0, 1]); no-op when already there."""
+    import torch.nn.functional as F
+
+    if size is None or (images.shape[-2] == size and images.shape[-1] == size):
+        return images
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp_(0.0, 1.0)
+
 
 class PluginError(Exception):
     """An error a plugin raises on purpose, with a message meant for the user."""
+
+
+class PluginUnavailable(PluginError):
+    """A plugin asked for through the context is not usable: unknown, undeclared, or failed to load."""
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A plugin that another plugin obtains through its context (``get_classifier``/``get_verifier``).
+
+    Declared, not discovered: the harness folds each dependency's cache key into the dependent's,
+    recursively, so changing an option of the probe inside a PET invalidates the PET's outputs, and the
+    report marks evaluators that a PET uses internally as in-sample for that PET.
+    """
+
+    kind: str  # "classifier" or "verifier"
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- options
@@ -236,6 +289,14 @@ class Plugin:
     # other options (e.g. ``pridss[m=5]`` and ``pridss[m=10]``) then share one fitted state.
     fit_options: ClassVar[tuple[str, ...] | None] = None
 
+    @classmethod
+    def dependencies(cls, options: Mapping[str, Any]) -> list[Dependency]:
+        """The plugins this one obtains through its context, given its parsed options.
+
+        The context refuses any plugin not declared here, so the declaration cannot drift from use.
+        """
+        return []
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
@@ -331,6 +392,14 @@ class MetricInput:
     p_male_original_recovered: dict[str, np.ndarray] = field(default_factory=dict)  # (original, attacker)
     seed: int = 0
     bootstrap: int = 1000  # resamples for confidence intervals; 0 disables them
+    # Attacker tiers (see TIERS): classifier key in ``p_male`` -> tier. Informed and mixed classifiers
+    # appear in ``p_male`` under keys such as "informed:cnn-gender"; keys not listed are off-the-shelf.
+    classifier_tiers: dict[str, str] = field(default_factory=dict)
+    # For a condition without attack: attacker -> classifier -> (N,) P(male) of this condition's
+    # images after that recovery attack (the recovery tier), rows aligned with ``genders``.
+    p_male_recovered: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # Evaluator name -> the PETs of this run that use it internally (their numbers are in-sample).
+    in_sample: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def is_original(self) -> bool:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .api import resize  # noqa: F401 - one resize for the harness and plugins
+
 
 class ImageDecodeError(Exception):
     """An image that cannot be used; the message is the reason listed in the results."""
@@ -70,14 +72,6 @@ def uint8_to_tensor(batch: np.ndarray, device: torch.device | str = "cpu") -> to
 def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8, rounding to the nearest level."""
     return images.detach().clamp(0, 1).mul(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resize a batch to ``size x size`` (antialiased); a no-op when already there or size is None."""
-    if size is None or (images.shape[-2] == size and images.shape[-1] == size):
-        return images
-    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return out.clamp_(0.0, 1.0)
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:
