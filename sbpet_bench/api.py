@@ -31,6 +31,8 @@ __all__ = [
     "Featurizer",
     "Metric",
     "DatasetSource",
+    "Aligner",
+    "AlignResult",
     "FaceRecord",
     "FaceBatch",
     "FaceSet",
@@ -47,6 +49,9 @@ __all__ = [
     "ORIGINAL",
     "NO_ATTACK",
     "TIERS",
+    "CROP_TIGHT",
+    "CROP_CONTEXT",
+    "CROPS",
     "condition_label",
     "resize",
 ]
@@ -66,6 +71,14 @@ TIER_RECOVERY = "recovery"  # a recovery attack, then an off-the-shelf classifie
 TIER_INFORMED = "informed"  # trained on protected training images (the attacker knows the PET)
 TIER_MIXED = "mixed"  # trained on clean and protected training images together
 TIERS = (TIER_OFF_THE_SHELF, TIER_RECOVERY, TIER_INFORMED, TIER_MIXED)
+
+
+# Face crops an aligner produces, and that a plugin may expect (``Plugin.crop``). "tight" is the
+# geometry of LFW3D's 90 px crops (the face fills the frame, brows to chin); "context" is the same
+# face with margin: the tight crop is the central 60 % of the context crop's width and height.
+CROP_TIGHT = "tight"
+CROP_CONTEXT = "context"
+CROPS = (CROP_TIGHT, CROP_CONTEXT)
 
 
 def condition_label(pet: str, attacker: str) -> str:
@@ -270,6 +283,7 @@ class Plugin:
     # are given. "primary": used when its models are present; "fallback": used (with a notice) when
     # no primary one is; "when-present": added whenever its models are present; "": never by default.
     evaluator_role: ClassVar[str] = ""
+    crop: ClassVar[str] = CROP_TIGHT  # the face crop (see CROPS) this plugin expects its input images in
 
     def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
         declared = {key: opt.default for key, opt in self.options.items()}
@@ -445,6 +459,30 @@ class DatasetSource(Plugin):
         raise NotImplementedError
 
 
+@dataclass
+class AlignResult:
+    """What an aligner returns for a list of images, row by row.
+
+    Rows where ``found`` is False hold the input's centre square, resized, so shapes stay aligned;
+    the harness leaves those faces out and lists ``reasons``.
+    """
+
+    images: np.ndarray  # (B, size, size, 3) uint8 RGB
+    found: list[bool]
+    reasons: list[str]  # "" where found, else why not (e.g. "no face detected")
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)  # one JSON-able dict per image (landmarks, transform)
+
+
+class Aligner(Plugin):
+    """Finds the face in an image of any size and warps it to a canonical crop (see CROPS)."""
+
+    kind = "aligner"
+
+    def align(self, images: Sequence[np.ndarray], size: int, crop: str = CROP_TIGHT) -> AlignResult:
+        """``images``: (H, W, 3) uint8 RGB arrays of any sizes -> ``size x size`` crops of the kind ``crop``."""
+        raise NotImplementedError
+
+
 PLUGIN_KINDS: dict[str, type[Plugin]] = {
     "pet": PET,
     "attacker": Attacker,
@@ -453,4 +491,5 @@ PLUGIN_KINDS: dict[str, type[Plugin]] = {
     "featurizer": Featurizer,
     "metric": Metric,
     "dataset": DatasetSource,
+    "aligner": Aligner,
 }

@@ -51,5 +51,10 @@ def sbpet_register_dataset_sources() -> list[type]:
 
 
 @hookspec
+def sbpet_register_aligners() -> list[type]:
+    """Return face aligners (subclasses of ``sbpet_bench.api.Aligner``)."""
+
+
+@hookspec
 def sbpet_register_assets() -> list:
     """Return model-store assets (``sbpet_bench.api.Asset``) that plugins load by name."""

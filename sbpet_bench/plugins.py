@@ -34,6 +34,7 @@ KIND_HOOKS = {
     "featurizer": "sbpet_register_featurizers",
     "metric": "sbpet_register_metrics",
     "dataset": "sbpet_register_dataset_sources",
+    "aligner": "sbpet_register_aligners",
 }
 
 
