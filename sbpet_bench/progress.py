@@ -52,6 +52,25 @@ class Reporter:
         finally:
             self.progress.update(task, visible=self._live)
 
+    def plan(self, stages: list[dict[str, Any]], estimate_s: float | None, tasks: list[dict[str, Any]]) -> None:
+        """What the run will compute and what is cached, before any work starts."""
+        if self.quiet:
+            return
+        table = Table(title="plan")
+        for col in ("stage", "tasks", "cached", "to run", "images to compute"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        for s in stages:
+            table.add_row(s["stage"], str(s["tasks"]), str(s["cached"]), str(s["to_run"]), str(s["images_to_compute"]))
+        self.console.print(table)
+        if estimate_s is not None:
+            self.console.print(f"estimated time for the uncached work: about {estimate_s / 60:.1f} min "
+                               "(from earlier runs' per-image rates on this cache; fits and new plugins not included)")
+        else:
+            self.console.print("no time estimate yet: the cache holds no per-image rates of these plugins")
+        for t in tasks:
+            self.console.print(f"  {'cached' if t['cached'] else 'to run':7} {t['stage']:8} {escape(t['what'])}"
+                               + (f" shard {t['shard']}" if "shard" in t else "") + f"  {t['key']}")
+
     def summary(self, results: dict[str, Any]) -> None:
         if self.quiet:
             return

@@ -24,5 +24,5 @@ def train_plugin(name: str, cfg: RunConfig) -> Path:
     with runner.reporter:
         host = runner.setup()
         host.get(kind, name)
-        key = host.fit_key(entry, host.options_for(entry))
+        key = host.fit_key(*host.resolve(kind, name))
     return runner.cache.root / "fit" / key[:2] / f"{key}.pt"

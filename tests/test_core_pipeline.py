@@ -28,7 +28,7 @@ def registry():
 def _cfg(data: Path, out: Path, **kw) -> RunConfig:
     base = dict(data=str(data), out=str(out), per_class=12, train_per_class=40, pool_per_class=8, batch_size=8,
                 bootstrap=20, classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[], quiet=True,
-                plugins=[str(FAULTY)])
+                plugins=[str(FAULTY)], informed=False)
     base.update(kw)
     return RunConfig(**base)
 
@@ -150,10 +150,103 @@ def test_variants_share_a_fit_when_only_other_options_differ(small_data, tmp_pat
 
     runner = Run(_cfg(small_data, tmp_path / "k", pets=["identity"]), registry=registry)
     host = runner.setup()
-    entry = registry.get("classifier", "hog-logreg")
-    a, b = host.options_for(entry, {"c": "0.1"}), host.options_for(entry, {"c": "1.0"})
+    entry, a = host.resolve("classifier", "hog-logreg", {"c": "0.1"})
+    _, b = host.resolve("classifier", "hog-logreg", {"c": "1.0"})
     assert host.fit_key(entry, a) != host.fit_key(entry, b)  # fit_options None: every option counts
-    pridss = registry.get("pet", "pridss")
-    m5, m10 = host.options_for(pridss, {"m": "5"}), host.options_for(pridss, {"m": "10"})
-    assert host.plugin_key(pridss, m5) != host.plugin_key(pridss, m10)
+    pridss, m5 = host.resolve("pet", "pridss", {"m": "5"})
+    _, m10 = host.resolve("pet", "pridss", {"m": "10"})
+    assert host.key("pet", "pridss", {"m": "5"}) != host.key("pet", "pridss", {"m": "10"})
     assert host.fit_key(pridss, m5) == host.fit_key(pridss, m10)
+
+
+def test_an_option_of_a_plugin_used_inside_a_pet_changes_the_pets_key(small_data, tmp_path, registry):
+    """PriDSS chooses candidates with resnet-gender-probe: the probe's options are part of PriDSS's key."""
+    from sbpet_bench.pipeline import Run
+
+    runner = Run(_cfg(small_data, tmp_path / "d", pets=["identity"]), registry=registry)
+    host = runner.setup()
+    pridss, opts = host.resolve("pet", "pridss")
+    before_key, before_fit = host.key("pet", "pridss"), host.fit_key(pridss, opts)
+    blur_before = host.key("pet", "blur")
+    host.user_options = {"resnet-gender-probe": {"C": "0.01"}}
+    assert host.key("pet", "pridss") != before_key
+    assert host.fit_key(pridss, opts) != before_fit
+    assert host.key("pet", "blur") == blur_before  # plugins without that dependency keep their keys
+    # A dependency of a dependency counts too: the probe embeds with faceapi-resnet.
+    host.user_options = {"faceapi-resnet": {"batch_size": "7"}}
+    assert host.key("pet", "pridss") != before_key
+    assert ("verifier", "faceapi-resnet") in host.internal_evaluators("pet", "pridss")
+    assert ("classifier", "resnet-gender-probe") in host.internal_evaluators("pet", "pridss")
+
+
+def test_the_context_refuses_undeclared_plugins(small_data, tmp_path):
+    from sbpet_bench.api import PluginUnavailable
+    from sbpet_bench.pipeline import Run
+
+    registry = load_registry([str(FAULTY)])
+    runner = Run(_cfg(small_data, tmp_path / "s", pets=["sneaky"]), registry=registry)
+    host = runner.setup()
+    plugin, _ = host.get("pet", "sneaky")
+    with pytest.raises(PluginUnavailable, match="does not declare it"):
+        plugin.context.get_classifier("hog-logreg")
+    assert plugin.context.get_verifier("pca-pixels") is not None  # declared: served
+
+
+def test_a_hanging_or_exiting_plugin_fails_alone(small_data, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "h", pets=["identity", "hangs", "exits"], plugin_timeout=2.0)
+    results = run(cfg, registry=registry)
+    status = {c["pet"]: c["status"] for c in results["conditions"] if c["attacker"] == "none"}
+    assert status == {"original": "ok", "identity": "ok", "hangs": "failed", "exits": "failed"}
+    errors = {e["plugin"]: e for e in results["errors"]}
+    assert "did not return within 2 s" in errors["hangs"]["message"] and errors["hangs"]["batch"] == 0
+    assert "SystemExit" in errors["exits"]["message"]
+    assert (tmp_path / "h" / "results.json").exists()
+
+
+def test_a_failing_evaluator_drops_only_its_own_columns(small_data, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "e", pets=["identity", "blur"], classifiers=["hog-logreg", "nan-classifier"])
+    results = run(cfg, registry=registry)
+    assert all(c["status"] == "ok" for c in results["conditions"])
+    for cond in results["conditions"]:
+        evaluators = {m["evaluator"] for m in cond["metrics"] if m["metric"] == "auc"}
+        assert "hog-logreg" in evaluators and "nan-classifier" not in evaluators
+    assert any(e["plugin"] == "nan-classifier" and "NaN" in e["message"] for e in results["errors"])
+
+
+def test_an_attacker_runs_through_the_whole_pipeline(small_data, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "a", pets=["identity", "blur"], attackers=["pp-d-nlm"])
+    results = run(cfg, registry=registry)
+    conds = {(c["pet"], c["attacker"]): c for c in results["conditions"]}
+    assert set(conds) == {(p, a) for p in ("original", "identity", "blur") for a in ("none", "pp-d-nlm")}
+    assert all(c["status"] == "ok" and c["n_images"] == 24 for c in conds.values())
+    assert _metric(results, "blur", "pp-d-nlm", "auc") != _metric(results, "blur", "none", "auc")
+    assert any(m["metric"] == "detection_auc" for m in conds[("blur", "pp-d-nlm")]["metrics"]) or \
+        any(m["metric"].startswith("detection") for m in conds[("blur", "pp-d-nlm")]["metrics"])
+
+
+def test_diagnostics_are_complete_after_a_cached_rerun(small_data, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "g", pets=["diagnosing"], cache_dir=str(tmp_path / "cache"))
+    for _ in range(2):
+        run(cfg, registry=registry)
+        lines = [json.loads(line) for line in (tmp_path / "g" / "diagnostics.jsonl").read_text().splitlines()]
+        assert sorted(d["id"] for d in lines) == sorted(d["row_id"] for d in lines)
+        assert len(lines) == 24 and len({d["id"] for d in lines}) == 24
+
+
+def test_informed_tier_trains_on_protected_images(small_data, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "i", pets=["identity", "blur"], informed=True, informed_classifiers=["hog-logreg"],
+               cache_dir=str(tmp_path / "cache"))
+    results = run(cfg, registry=registry)
+    blur = next(c for c in results["conditions"] if c["pet"] == "blur" and c["attacker"] == "none")
+    evaluators = {m["evaluator"] for m in blur["metrics"] if m["metric"] == "privacy_auc"}
+    assert {"hog-logreg", "informed:hog-logreg", "mixed:hog-logreg", "informed:probe:pca-pixels",
+            "mixed:probe:pca-pixels"} <= evaluators
+    original = next(c for c in results["conditions"] if c["pet"] == "original" and c["attacker"] == "none")
+    assert "informed:hog-logreg" in {m["evaluator"] for m in original["metrics"] if m["metric"] == "privacy_auc"}
+    assert not any(m["evaluator"].startswith("mixed:") for m in original["metrics"])
+    assert results["tiers"]["informed_train_images"] == 80
+    # The informed classifiers are fitted on protected images: another state than the off-the-shelf one.
+    trained = [p for p in results["plugins"] if p["name"] == "hog-logreg" and p.get("trained_on")]
+    assert len({p["key"] for p in trained}) == 5  # informed on clean; informed and mixed on identity and on blur
+    again = run(cfg, registry=registry)  # resumable like any stage: everything from the cache
+    assert again["cache"]["misses"] == 0

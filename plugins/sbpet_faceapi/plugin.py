@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import FaceSet, GenderClassifier, Option, PluginContext, PluginError, Verifier
+from sbpet_bench.api import Dependency, FaceSet, GenderClassifier, Option, PluginContext, PluginError, Verifier
 
 from .assets import AGE_GENDER, RECOGNITION
 from .nets import AgeGenderNet, FaceRecognitionNet
@@ -104,6 +104,10 @@ class ResnetGenderProbe(GenderClassifier):
     models = RECOGNITION
     input_size = 150
     fits = True
+
+    @classmethod
+    def dependencies(cls, options: Mapping) -> list[Dependency]:
+        return [Dependency("verifier", FaceApiResnet.name)]
 
     def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
         super().__init__(options, context)

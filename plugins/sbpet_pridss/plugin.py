@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginError, ProtectResult
+from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginError, ProtectResult
 
 from .fusion import GLASSES_THRESHOLD
 from .selection import select_lowest_pic
@@ -146,6 +146,11 @@ class PriDSS(PET):
         self._pool: dict[str, torch.Tensor] | None = None
         self._pool_ids: list[str] = []
 
+    @classmethod
+    def dependencies(cls, options) -> list[Dependency]:
+        """The internal models that choose candidates (the PIC's P(male) and SIM)."""
+        return [Dependency("classifier", options["classifier"]), Dependency("verifier", options["verifier"])]
+
     # ------------------------------------------------------------------ helpers
 
     @property
@@ -166,7 +171,7 @@ class PriDSS(PET):
         try:
             classifier = self.context.get_classifier(self.opts["classifier"])
             verifier = self.context.get_verifier(self.opts["verifier"])
-        except KeyError as exc:
+        except (KeyError, PluginError) as exc:
             raise PluginError(f"pridss: internal evaluator unavailable ({exc}); set pridss.classifier / "
                               "pridss.verifier to installed plugins") from exc
         return classifier, verifier

@@ -1,0 +1,12 @@
+"""``sbpet run`` as phases: set-up, plan, informed tier, execute (local or Ray), measure, write.
+
+Modules follow the phases: :mod:`.host` (plugins, their keys and fitting), :mod:`.plan` (shards and
+the key of every task), :mod:`.stages` (one shard through every condition), :mod:`.executors`
+(local streaming or Ray), :mod:`.informed` (the informed attacker tier), :mod:`.measure` (metrics),
+:mod:`.checks` (guarded plugin calls and output checks), :mod:`.run` (the phases in order).
+"""
+
+from .checks import StageError, parse_spec
+from .run import Run, resolve_device, run
+
+__all__ = ["Run", "run", "parse_spec", "resolve_device", "StageError"]

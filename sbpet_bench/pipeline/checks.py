@@ -1,0 +1,116 @@
+"""Guarded plugin calls: every way plugin code can go wrong becomes a StageError naming the plugin.
+
+A plugin may raise anything (``SystemExit`` included), hang, or return the wrong shape, dtype, range
+or NaN. None of that may end the run or lose other plugins' results: the harness reports the plugin
+by name and batch and goes on. Only the user's Ctrl-C (``KeyboardInterrupt``) stops a run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+
+TOLERANCE = 1e-3  # how far outside [0, 1] an output may stray before it counts as wrong
+T = TypeVar("T")
+
+
+class StageError(Exception):
+    """A plugin failed on a batch: raised, hung, or returned the wrong shape, dtype, range or NaN."""
+
+    def __init__(self, message: str, who: tuple[str, str] | None = None, *, timed_out: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.who = who  # (plugin name, kind)
+        self.timed_out = timed_out
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"pridss[m=5,backend=pixel]"`` -> ``("pridss", {"m": "5", "backend": "pixel"})``.
+
+    Inline options let one run compare a plugin under several settings (an ablation), each
+    variant a row of its own, labelled by its full spec.
+    """
+    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", spec)
+    if not match:
+        raise ConfigError(f"cannot read plugin spec {spec!r}; write NAME or NAME[option=value,...]")
+    name, inner = match.group(1), match.group(2)
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (inner or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"plugin spec {spec!r}: {part!r} must look like option=value")
+        options[key.strip()] = value.strip()
+    return name, options
+
+
+def guarded(fn: Callable[[], T], who: tuple[str, str], timeout: float | None, *, grad: bool = False) -> T:
+    """Run plugin code ``fn``; exceptions and a timeout become a StageError naming ``who``.
+
+    With a timeout the call runs in a daemon thread: Python cannot kill a thread, so a plugin that
+    never returns is abandoned (the run marks it failed and never calls it again) instead of
+    hanging the run. Gradient mode is thread-local, hence set inside the thread.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            with torch.set_grad_enabled(grad):
+                box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin is a plugin failure too
+            box["error"] = exc
+
+    if timeout is None or timeout <= 0:
+        target()
+    else:
+        thread = threading.Thread(target=target, daemon=True, name=f"sbpet-{who[1]}-{who[0]}")
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise StageError(f"{who[1]} {who[0]} did not return within {timeout:g} s (--plugin-timeout); "
+                             "it is left out of the rest of the run", who, timed_out=True)
+    if "error" in box:
+        exc = box["error"]
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+        if isinstance(exc, StageError):
+            raise StageError(exc.message, who) from None
+        raise StageError(f"{type(exc).__name__}: {exc}", who) from exc
+    return box["value"]
+
+
+def check_images(out: Any, like: torch.Tensor, who: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise StageError(f"{who} returned {type(out).__name__}, expected a torch.Tensor")
+    if tuple(out.shape) != tuple(like.shape):
+        raise StageError(f"{who} returned shape {tuple(out.shape)}, expected {tuple(like.shape)}")
+    if not out.is_floating_point():
+        raise StageError(f"{who} returned dtype {out.dtype}, expected a float tensor in [0, 1]")
+    if not torch.isfinite(out).all():
+        raise StageError(f"{who} returned NaN or infinite values")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -TOLERANCE or hi > 1 + TOLERANCE:
+        raise StageError(f"{who} returned values in [{lo:.3g}, {hi:.3g}], expected [0, 1]")
+    return out
+
+
+def check_scores(out: Any, n: int, who: str, *, probability: bool, unit_norm: bool = False) -> np.ndarray:
+    if not isinstance(out, torch.Tensor):
+        raise StageError(f"{who} returned {type(out).__name__}, expected a torch.Tensor")
+    arr = out.detach().float().cpu().numpy()
+    if probability and arr.shape != (n,):
+        raise StageError(f"{who} returned shape {arr.shape}, expected ({n},)")
+    if not probability and (arr.ndim != 2 or arr.shape[0] != n):
+        raise StageError(f"{who} returned shape {arr.shape}, expected ({n}, D)")
+    if not np.isfinite(arr).all():
+        raise StageError(f"{who} returned NaN or infinite values")
+    if probability and (arr.min() < -TOLERANCE or arr.max() > 1 + TOLERANCE):
+        raise StageError(f"{who} returned probabilities outside [0, 1]")
+    if unit_norm and not np.allclose(np.linalg.norm(arr, axis=1), 1.0, atol=1e-2):
+        raise StageError(f"{who} returned embeddings that are not L2-normalised")
+    return np.clip(arr, 0, 1) if probability else arr
