@@ -179,6 +179,7 @@ class FaceRecord:
     gender: int | None
     identity: str
     id: str  # stable id within the data set, e.g. the path relative to the data root
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False)  # further labels, e.g. a manifest's extra columns
 
 
 @dataclass

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -14,20 +13,72 @@ import numpy as np
 import torch
 
 from .api import FEMALE, MALE, FaceBatch, FaceRecord
-from .images import ImageDecodeError, load_image, uint8_to_tensor
+from .config import ConfigError
+from .content_hashes import file_digests
+from .images import ImageDecodeError, display_path, image_header_size, load_image, uint8_to_tensor
 
 
-def dataset_fingerprint(records: Sequence[FaceRecord]) -> str:
-    """A hash of the file list with sizes, modification times and labels (no image reads)."""
+def dataset_fingerprint(records: Sequence[FaceRecord], memo_dir: str | Path | None = None) -> str:
+    """A hash of every record's id, labels and file contents (sha256 of the bytes, not times).
+
+    Byte-identical copies of a data set share a fingerprint wherever they live. Digests are
+    remembered per (size, mtime, ctime) in ``memo_dir`` (default ``$SBPET_HOME/hashes``, see
+    :mod:`sbpet_bench.content_hashes`), so a large data set is read in full once.
+    """
+    digests = file_digests([r.path for r in records], memo_dir)
     h = hashlib.sha256()
     for rec in sorted(records, key=lambda r: r.id):
-        try:
-            st = os.stat(rec.path)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"{rec.id}\t{rec.gender}\t{rec.identity}\t{stamp}\n".encode())
+        labels = json.dumps(sorted(dict(rec.labels).items())) if rec.labels else "[]"
+        # surrogateescape: ids and identities from non-UTF-8 file names hash without error
+        h.update(f"{rec.id}\t{rec.gender}\t{rec.identity}\t{labels}\t{digests[rec.path]}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
+
+
+def working_size(records: Sequence[FaceRecord], declared: int | None = None, sample: int = 512,
+                 max_size: int = 1024) -> tuple[int, str | None]:
+    """The square size the run works at, and a notice saying how it was chosen (None when obvious).
+
+    A declared size wins. Otherwise it is a property of the data set: the most common square size
+    among the headers (read without decoding pixels) of up to ``sample`` records spread evenly over
+    the id order, ties going to the larger size, capped at ``max_size``. Records of other sizes are
+    centre-cropped and resized to it when decoded.
+    """
+    if declared:
+        return int(declared), None
+    ordered = sorted(records, key=lambda r: r.id)
+    if not ordered:
+        raise ConfigError("no images to choose a working size from")
+    picks = ordered if len(ordered) <= sample else [ordered[i] for i in np.linspace(0, len(ordered) - 1, sample).astype(int)]
+    sizes = [s for s in (image_header_size(r.path) for r in picks) if s is not None]
+    if not sizes:
+        raise ConfigError(f"none of {len(picks)} sampled images has a readable header (e.g. {display_path(picks[0].path)}); "
+                          "declare --image-size or check the data")
+    squares = Counter(w for w, h in sizes if w == h)
+    counts = squares or Counter(min(w, h) for w, h in sizes)
+    size = max(counts, key=lambda s: (counts[s], s))
+    what = "square size" if squares else "shorter side (no sampled image is square)"
+    notices = []
+    if counts[size] < len(sizes):
+        notices.append(f"working size {size}x{size}: the most common {what} ({counts[size]} of {len(sizes)} sampled images); "
+                       "the others are centre-cropped and resized to it (declare --image-size to choose)")
+    if size > max_size:
+        notices.append(f"working size capped at {max_size} (the images are {size} px; declare --image-size to choose)")
+        size = max_size
+    return size, " ".join(notices) or None
+
+
+def check_evaluation_size(splits: "Splits", min_per_class: int = 10) -> None:
+    """Raise :class:`ConfigError` when the evaluation set has fewer than ``min_per_class`` images of a gender.
+
+    AUCs, EERs and their bootstrap intervals from a handful of images are noise presented as results.
+    """
+    counts = {label: sum(r.gender == g for r in splits.eval) for g, label in ((MALE, "male"), (FEMALE, "female"))}
+    short = [f"{n} {label}" for label, n in counts.items() if n < min_per_class]
+    if short:
+        raise ConfigError(
+            f"the evaluation set has only {' and '.join(short)} usable image(s); its metrics need at least {min_per_class} "
+            f"per gender ({len(splits.skipped)} image(s) were skipped as unusable). Use more labelled data, or lower "
+            "--train-per-class / --pool-per-class so that fewer identities are set aside for training and borrowing")
 
 
 class DiskFaceSet:
@@ -97,7 +148,7 @@ def _usable(rec: FaceRecord, skipped: list[dict[str, str]], checked: dict[str, b
             load_image(rec.path)
             checked[rec.id] = True
         except ImageDecodeError as exc:
-            skipped.append({"path": rec.path, "reason": str(exc)})
+            skipped.append({"path": display_path(rec.path), "reason": str(exc)})
             checked[rec.id] = False
     return checked[rec.id]
 
@@ -144,7 +195,8 @@ def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
 
     if spec.per_class is not None:
         eval_recs, eval_ids = _take_balanced(identities, by_identity, spec.per_class, spec.max_per_identity, rng, skipped, checked)
-        rest = [i for i in identities if i not in set(eval_ids)]
+        in_eval = set(eval_ids)  # one set, not one per identity: with one image per identity there are thousands
+        rest = [i for i in identities if i not in in_eval]
         n_pool = int(round(len(rest) * spec.pool_fraction))
         pool_ids, train_ids = rest[:n_pool], rest[n_pool:]
         train_recs, _ = _take_balanced(train_ids, by_identity, spec.train_per_class, 0, rng, skipped, checked)
@@ -156,7 +208,8 @@ def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
     else:
         # Every labelled image goes to evaluation, except the identities set aside to train and borrow from.
         train_recs, train_ids = _take_balanced(identities, by_identity, spec.train_per_class, 0, rng, skipped, checked)
-        rest = [i for i in identities if i not in set(train_ids)]
+        in_train = set(train_ids)
+        rest = [i for i in identities if i not in in_train]
         pool_recs, pool_ids = _take_balanced(rest, by_identity, spec.pool_per_class, 0, rng, skipped, checked)
         taken = set(train_ids) | set(pool_ids)
         eval_recs = [r for i in identities if i not in taken for r in by_identity[i] if _usable(r, skipped, checked)]

@@ -1,11 +1,21 @@
-"""Data sources, robust decoding and identity-disjoint splits."""
+"""Data sources, robust decoding, content fingerprints and identity-disjoint splits."""
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sbpet_bench.api import FEMALE, MALE, FaceRecord
-from sbpet_bench.data import SplitSpec, dataset_fingerprint, split
+from sbpet_bench.api import FEMALE, MALE, FaceRecord, PluginError
+from sbpet_bench.config import ConfigError
+from sbpet_bench.data import SplitSpec, Splits, check_evaluation_size, dataset_fingerprint, split, working_size
 from sbpet_bench.images import ImageDecodeError, load_image
 from sbpet_bench.plugins import load_registry
 
@@ -49,7 +59,7 @@ def test_bad_files_raise_with_reason(tmp_path):
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "empty.png").write_bytes(b"")
-    for name, reason in (("text.jpg", "not an image"), ("truncated.jpg", "truncated"), ("empty.png", "not an image"),
+    for name, reason in (("text.jpg", "not an image"), ("truncated.jpg", "truncated"), ("empty.png", "empty file"),
                          ("missing.png", "not found")):
         with pytest.raises(ImageDecodeError, match=reason):
             load_image(tmp_path / name)
@@ -59,11 +69,12 @@ def test_lfw3d_reads_labels_and_identities(registry, lfw3d):
     source = registry.get("dataset", "lfw").create({}, None)
     assert source.detect(str(lfw3d))
     records, skipped = source.read(str(lfw3d))
-    assert len(records) == 13233 and skipped == []
-    labelled = [r for r in records if r.gender is not None]
-    assert len(labelled) == 13233 - 8  # 5 in both lists and 3 in neither are unlabelled
+    # 5 files named in both lists and 3 in neither are listed with that reason instead of vanishing
+    reasons = sorted(s["reason"] for s in skipped)
+    assert reasons == ["named in both male_names.txt and female_names.txt"] * 5 + ["named in neither male_names.txt nor female_names.txt"] * 3
+    assert len(records) == 13233 - 8 and all(r.gender in (MALE, FEMALE) for r in records)
     assert sum(r.gender == MALE for r in records) == 10263
-    assert len({r.identity for r in records}) == 5749
+    assert len({r.identity for r in records}) == 5749 - 5  # five people have only a doubly listed image
 
 
 def test_official_lfw_layout_is_read(registry, tmp_path):
@@ -129,3 +140,195 @@ def test_fingerprint_changes_with_labels():
     records = _records(4, 1)
     flipped = [FaceRecord(r.path, 1 - r.gender, r.identity, r.id) for r in records]
     assert dataset_fingerprint(records) != dataset_fingerprint(flipped)
+
+
+# --------------------------------------------------------------------------- decoding limits
+
+
+def test_dark_16_bit_stays_dark_and_bombs_are_refused(tmp_path):
+    dark = (np.arange(40 * 40).reshape(40, 40) % 1000).astype(np.uint16)  # at most 1000 of 65535
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    out = load_image(tmp_path / "dark16.png")
+    assert 0 < int(out.max()) <= 4  # scaled by the 16-bit range, not read as 8-bit levels up to 255
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    # a valid PNG header claiming 50000 x 50000 RGB pixels, with almost no data
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_large_images_are_reduced_while_decoding(tmp_path, fmt):
+    Image.fromarray(_face(5, 64)).save(tmp_path / f"big.{fmt.lower()}", format=fmt)
+    reduced = load_image(tmp_path / f"big.{fmt.lower()}", max_side=16)
+    assert reduced.shape == (16, 16, 3)  # JPEG: decoded at 1/4 scale; PNG: reduced by 4 after decoding
+    assert load_image(tmp_path / f"big.{fmt.lower()}", max_side=40).shape == (64, 64, 3)  # under 2x the limit: as is
+    assert load_image(tmp_path / f"big.{fmt.lower()}", size=20, max_side=16).shape == (20, 20, 3)
+
+
+# --------------------------------------------------------------------------- sources: class folders, identities, labels
+
+
+@pytest.mark.parametrize("male, female", [("male", "female"), ("Men", "Women"), ("M", "F"), ("man", "WOMAN"), ("males", "females")])
+def test_folders_accepts_the_usual_class_names_and_says_which(registry, tmp_path, male, female):
+    for sub in (male, female):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(_face(3)).save(tmp_path / sub / "a.png")
+    source = registry.get("dataset", "folders").create({}, None)
+    assert source.detect(str(tmp_path))
+    records, skipped = source.read(str(tmp_path))
+    assert skipped == [] and sorted((r.id, r.gender) for r in records) == sorted([(f"{male}/a.png", MALE), (f"{female}/a.png", FEMALE)])
+    assert f"male images from {male}/, female images from {female}/" in source.notices[0]
+
+
+def test_folders_refuses_two_folders_for_one_class(registry, tmp_path):
+    for sub in ("male", "men", "female"):
+        (tmp_path / sub).mkdir()
+    with pytest.raises(PluginError, match=r"exactly one male folder .*found male/, men/"):
+        registry.get("dataset", "folders").create({}, None).read(str(tmp_path))
+
+
+def test_images_without_identity_labels_are_their_own_identities(registry, tmp_path):
+    for sub in ("male", "female"):
+        (tmp_path / sub).mkdir()
+        for k in range(3):
+            Image.fromarray(_face(k)).save(tmp_path / sub / f"face_{k}.jpg")
+    (tmp_path / "male" / "Jane_Doe").mkdir()
+    Image.fromarray(_face(9)).save(tmp_path / "male" / "Jane_Doe" / "x.jpg")
+    source = registry.get("dataset", "folders").create({}, None)
+    records, _ = source.read(str(tmp_path))
+    by_id = {r.id: r.identity for r in records}
+    assert by_id["male/Jane_Doe/x.jpg"] == "Jane_Doe"  # a sub-folder is an identity label
+    flat = [i for k, i in by_id.items() if "Jane_Doe" not in k]
+    assert len(set(flat)) == 6 and "face" not in flat  # not one person "face" across both genders
+    assert any("each is its own identity" in n for n in source.notices)
+    patterned = registry.get("dataset", "folders").create({"identity_pattern": r"^(face)_\d$"}, None)
+    records, skipped = patterned.read(str(tmp_path))
+    assert {r.identity for r in records} == {"face"} and [s["path"] for s in skipped] == [str(tmp_path / "male/Jane_Doe/x.jpg")]
+    assert any("identities have images in both class folders" in n for n in patterned.notices)
+    for bad, why in (("(", "not a valid regular expression"), (r"face_\d", "exactly one")):
+        with pytest.raises(PluginError, match=why):
+            registry.get("dataset", "folders").create({"identity_pattern": bad}, None).read(str(tmp_path))
+
+
+def test_csv_identity_is_optional_and_extra_columns_are_labels(registry, tmp_path):
+    for name in ("a.png", "b.png"):
+        Image.fromarray(_face(1)).save(tmp_path / name)
+    (tmp_path / "m.csv").write_text(" Path ; GENDER ; Age ; Glasses\na.png;male;31;yes\nb.png;woman;;no\n")  # European Excel: ';'
+    source = registry.get("dataset", "csv").create({}, None)
+    records, skipped = source.read(str(tmp_path / "m.csv"))
+    assert skipped == []
+    assert [(r.identity, r.gender, dict(r.labels)) for r in records] == [
+        ("a.png", MALE, {"age": "31", "glasses": "yes"}), ("b.png", FEMALE, {"glasses": "no"})]
+    assert any("no identity column" in n for n in source.notices)
+    (tmp_path / "m.csv").write_text("path,identity\na.png,x\n")
+    with pytest.raises(PluginError, match="missing column.*gender"):
+        source.read(str(tmp_path / "m.csv"))
+
+
+# --------------------------------------------------------------------------- fingerprints from contents
+
+
+def _small_corpus(root, n=6):
+    records = []
+    for i in range(n):
+        path = root / f"id{i}" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_face(i)).save(path)
+        os.utime(path, ns=(1_600_000_000_000_000_000 + i, 1_600_000_000_000_000_000 + i))
+        records.append(FaceRecord(str(path), MALE if i % 2 else FEMALE, f"id{i}", f"id{i}/{i}.png"))
+    return records
+
+
+def _moved(records, src, dst):
+    return [FaceRecord(r.path.replace(str(src), str(dst)), r.gender, r.identity, r.id) for r in records]
+
+
+def test_fingerprint_follows_contents_not_times_or_places(tmp_path, monkeypatch):
+    memo = tmp_path / "memo"
+    records = _small_corpus(tmp_path / "a")
+    first = dataset_fingerprint(records, memo)
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copyfile)  # another folder, new times
+    copy = _moved(records, tmp_path / "a", tmp_path / "b")
+    for k, rec in enumerate(copy):
+        os.utime(rec.path, ns=(1_700_000_000_000_000_000 - k, 1_700_000_000_000_000_000 - k))
+    assert os.stat(copy[0].path).st_mtime_ns != os.stat(records[0].path).st_mtime_ns
+    assert dataset_fingerprint(copy, memo) == first
+    os.utime(records[0].path)  # touched, bytes unchanged
+    assert dataset_fingerprint(records, memo) == first
+    data = bytearray(Path(copy[1].path).read_bytes())
+    data[-20] ^= 1  # one bit of one file
+    Path(copy[1].path).write_bytes(bytes(data))
+    assert dataset_fingerprint(copy, memo) != first
+
+
+def test_fingerprint_digests_are_remembered_on_disk(tmp_path, monkeypatch):
+    memo = tmp_path / "memo"
+    records = _small_corpus(tmp_path / "a")
+    first = dataset_fingerprint(records, memo)
+    assert len(list(memo.glob("*.json"))) == 1
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda fh, algo: reads.append(fh.name) or real(fh, algo))
+    assert dataset_fingerprint(records, memo) == first and reads == []  # served from the memo
+    os.utime(records[2].path, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))  # changed stamp: read again
+    assert dataset_fingerprint(records, memo) == first and reads == [records[2].path]
+    monkeypatch.setenv("SBPET_HOME", str(tmp_path / "home"))
+    dataset_fingerprint(records)  # default memo folder: $SBPET_HOME/hashes
+    assert list((tmp_path / "home" / "hashes").glob("*.json"))
+
+
+def test_fingerprint_memo_is_safe_under_concurrent_runs(tmp_path):
+    memo = tmp_path / "memo"
+    parts = [_small_corpus(tmp_path / "d" / f"p{k}", 3) for k in range(6)]  # one data folder, six subsets
+    with ThreadPoolExecutor(6) as pool:
+        fingerprints = list(pool.map(lambda recs: dataset_fingerprint(recs, memo), parts * 3))
+    assert fingerprints[:6] == fingerprints[6:12] == fingerprints[12:]
+    for memo_file in memo.glob("*.json"):
+        json.loads(memo_file.read_text())  # never a torn file
+    assert not list(memo.glob("*.tmp"))
+
+
+def test_fingerprint_handles_non_utf8_names(tmp_path):
+    path = tmp_path / os.fsdecode(b"caf\xe9.png")
+    Image.fromarray(_face(0)).save(path)
+    rec = FaceRecord(str(path), MALE, "caf\\xe9", "caf\\xe9.png")
+    assert len(dataset_fingerprint([rec], tmp_path / "memo")) == 16
+
+
+# --------------------------------------------------------------------------- working size, evaluation size, splits
+
+
+def test_working_size_is_a_property_of_the_data_set(tmp_path):
+    records = []
+    for i, (w, h) in enumerate([(60, 40)] + [(40, 40)] * 5 + [(90, 90)] * 2):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(_face(i, 1)[:1, :1].repeat(h, 0).repeat(w, 1)).save(path)
+        records.append(FaceRecord(str(path), MALE, f"id{i}", f"{i:02d}.png"))
+    size, notice = working_size(records)
+    assert size == 40 and "5 of 8 sampled" in notice  # not the 60x40 image that sorts first
+    assert working_size(records, declared=112) == (112, None)
+    assert working_size(records[1:6]) == (40, None)  # all alike: nothing to say
+    assert working_size(records[:1])[0] == 40  # no square image: the shorter side
+    assert working_size(records[6:], max_size=64)[0] == 64
+
+
+def test_evaluation_set_too_small_is_a_clear_error():
+    recs = _records(30, 1)
+    check_evaluation_size(Splits(recs[:20], [], []), min_per_class=10)
+    with pytest.raises(ConfigError, match=r"only 4 male and 4 female usable image.*at least 10 per gender"):
+        check_evaluation_size(Splits(recs[:8], [], []), min_per_class=10)
+
+
+def test_split_works_when_every_image_is_its_own_identity(monkeypatch):
+    monkeypatch.setattr("sbpet_bench.data.load_image", lambda path, size=None: None)
+    records = _records(3000, 1)
+    s = split(records, SplitSpec(per_class=200, seed=1, train_per_class=300, pool_per_class=100))
+    assert sum(r.gender == MALE for r in s.eval) == 200 and sum(r.gender == FEMALE for r in s.eval) == 200
+    assert len(s.train) == 600 and len(s.pool) == 200
+    parts = [{r.identity for r in p} for p in (s.eval, s.train, s.pool)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
