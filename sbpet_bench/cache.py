@@ -36,16 +36,18 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where states are read or written: results.py and locks need no torch
+    import torch
 
 HEADER = b"SBPETC1\n"  # marks an entry with a checksum; older entries lack it
 TRAILER = struct.Struct("<Q32s8s")  # payload length, sha256 digest, end marker
 TRAILER_END = b"\nSBPETC1"
 STALE_AFTER_S = 3600.0  # another host's temporary file this old is abandoned (no write takes an hour)
-DEAD_WRITER_GRACE_S = 10.0  # a dead local writer's file is left this long (a clock-skew margin on shared disks)
+DEAD_WRITER_GRACE_S = 10.0  # a dead local writer's file is left this long (margin for a file server's clock)
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -274,10 +276,14 @@ class Cache:
 
     def get_state(self, kind: str, key: str) -> dict[str, torch.Tensor] | None:
         """A fitted state, or ``None`` (absent or damaged): the caller fits again rather than run half-loaded."""
+        import torch
+
         return self._load(kind, key, ".pt",
                           lambda payload: torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True))
 
     def put_state(self, kind: str, key: str, state: Mapping[str, torch.Tensor]) -> Path:
+        import torch
+
         buf = io.BytesIO()
         torch.save({k: (v.detach().cpu() if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in state.items()}, buf)
         return self._write(kind, key, ".pt", buf.getvalue())
