@@ -93,7 +93,9 @@ def test_pairs_are_seeded_and_follow_the_protocols():
     assert len(set(zip(a[~mated], b[~mated]))) == 50  # distinct pairs
     a, b, mated = core.sample_pairs(identities, "protected-vs-original", 1000, 5000, core.rng_for(0, "x"))
     assert mated.sum() == 40 and np.array_equal(a[mated], b[mated])
-    assert (~mated).sum() == 40 * 40 - 10 * 16  # the population is smaller than asked: all of it
+    # the population is smaller than asked: all of it, each unordered pair of images once
+    assert (~mated).sum() == (40 * 40 - 10 * 16) // 2
+    assert len({frozenset(p) for p in zip(a[~mated], b[~mated])}) == (~mated).sum()
     assert core.unpack_pairs(core.pack_pairs(a, b, mated))[0].tolist() == a.tolist()
     assert core.pairs_digest(ids, a, b, mated, "p") != core.pairs_digest(ids, b, a, mated, "p")
 
@@ -141,6 +143,76 @@ def test_kid_near_zero_for_same_distribution_and_positive_otherwise():
     assert m == 200
     assert abs(same) < 0.05 * diff
     assert diff > 0.1
+
+
+def test_kid_of_two_halves_of_one_set_is_zero_with_a_spread():
+    rng = np.random.default_rng(11)
+    means, stds = [], []
+    for trial in range(20):
+        data = rng.normal(size=(600, 16))
+        x, y = data[:300], data[300:]
+        mean, std, m = core.kid(x, y, core.rng_for(trial, "halves"), 20, 1000)
+        means.append(mean)
+        stds.append(std)
+    assert m == 150  # capped at N/2, so subsets differ
+    assert min(stds) > 0
+    # each value is small against its spread, and unbiased: over independent draws the mean is ~0
+    assert np.all(np.abs(means) < 3 * np.array(stds))
+    assert abs(np.mean(means)) < 3 * np.std(means) / np.sqrt(len(means))
+    shifted, *_ = core.kid(x, y + 0.3, core.rng_for(0, "halves"), 20, 1000)
+    assert shifted > 10 * max(stds)
+
+
+def test_kid_drops_the_paired_terms():
+    # a condition that leaves every image as it was: exactly 0, with no spread. Keeping k(x_i, y_i) in the
+    # cross term would make it strongly negative, since each image equals its own original.
+    x = np.random.default_rng(12).normal(size=(200, 8))
+    mean, std, _ = core.kid(x, x.copy(), core.rng_for(0, "same"), 10, 50)
+    assert abs(mean) < 1e-9 and std < 1e-9
+    X = x[:50]
+    d = X.shape[1]
+    k = (X @ X.T / d + 1) ** 3
+    with_paired_terms = 2 * (k.sum() - np.trace(k)) / (50 * 49) - 2 * k.mean()
+    assert with_paired_terms < -0.1  # what the old estimator gave
+
+
+def test_kid_subsets_are_disjoint_blocks_smaller_than_n():
+    subsets = core.disjoint_subsets(100, 7, 1000, np.random.default_rng(0))
+    assert subsets.shape == (7, 50)  # N/2
+    for start in range(0, 6, 2):  # blocks of one round share no row
+        assert not set(subsets[start]) & set(subsets[start + 1])
+    assert all(len(set(s)) == 50 for s in subsets)
+
+
+def test_weighted_rates_with_unit_weights_equal_the_plain_ones():
+    rng = np.random.default_rng(13)
+    g, i = np.round(rng.normal(1, 1, 300), 1), np.round(rng.normal(0, 1, 2000), 1)  # rounding makes ties
+    ones_g, ones_i = np.ones((1, 300)), np.ones((1, 2000))
+    assert core.weighted_eer(g, i, ones_g, ones_i)[0] == pytest.approx(core.eer_rows(g, i)[0][0], abs=1e-12)
+    for target in (1e-1, 1e-2, 1e-3):
+        fnmr, thr = core.fnmr_at_fmr_rows(g, i, target)
+        assert core.weighted_threshold_at_fmr(i, ones_i, target)[0] == thr[0]
+        assert core.weighted_fnmr_at_fmr(g, i, ones_g, ones_i, target)[0] == pytest.approx(fnmr[0])
+
+
+def test_weighted_rates_with_integer_weights_equal_repeated_scores():
+    rng = np.random.default_rng(14)
+    g, i = rng.normal(1, 1, 80), rng.normal(0, 1, 300)
+    wg, wi = rng.integers(0, 4, (5, 80)).astype(float), rng.integers(0, 4, (5, 300)).astype(float)
+    eer = core.weighted_eer(g, i, wg, wi, budget=400)  # a small budget also exercises the chunking
+    for r in range(5):
+        gr, ir = np.repeat(g, wg[r].astype(int)), np.repeat(i, wi[r].astype(int))
+        assert eer[r] == pytest.approx(core.eer_rows(gr, ir)[0][0], abs=1e-12)
+        assert core.weighted_fnmr_at_fmr(g, i, wg[r:r + 1], wi[r:r + 1], 0.05)[0] == pytest.approx(core.fnmr_at_fmr_rows(gr, ir, 0.05)[0][0])
+    no_mated = core.weighted_eer(g, i, np.zeros((1, 80)), np.ones((1, 300)))
+    assert np.isnan(no_mated[0])
+
+
+def test_fold_interval():
+    assert core.fold_interval(0.45, 0.6) == (0.5, 0.6)  # straddles chance: chance is inside
+    assert core.fold_interval(0.3, 0.45) == pytest.approx((0.55, 0.7))  # a flipped classifier
+    assert core.fold_interval(0.6, 0.7) == (0.6, 0.7)
+    assert core.fold_interval(None, 0.7) == (None, None)
 
 
 def test_bootstrap_ci_shrinks_with_n():

@@ -43,7 +43,7 @@ def by_key(values: list[MetricValue]) -> dict:
 
 def test_registered_and_results_are_json_able():
     classes = sbpet_register_metrics()
-    assert {c.name for c in classes} == {"gender", "verification", "pic", "realism"}
+    assert {c.name for c in classes} == {"gender", "worst-case", "verification", "pic", "realism"}
     data = make_input()
     for cls in classes:
         with warnings.catch_warnings():
@@ -63,6 +63,8 @@ def test_gender_metric_values():
     pa = v[("privacy_auc", "clf", "")]
     assert pa.value == pytest.approx(max(auc, 1 - auc)) and pa.higher_is_better is False
     assert pa.ci_low <= pa.value <= pa.ci_high
+    assert pa.extra["tier"] == "off-the-shelf" and pa.extra["raw_auc"] == pytest.approx(auc)
+    assert pa.extra["distinguishable"] is True and pa.extra["p_value"] < 0.01
     assert v[("confidence", "clf", "")].value == pytest.approx(np.abs(2 * data.p_male["clf"] - 1).mean())
     roc = v[("auc", "clf", "male-positive")].extra["roc"]
     assert len(roc["x"]) <= 200 and roc["x"][0] == 0 and roc["y"][-1] == 1
@@ -80,7 +82,8 @@ def test_verification_protocols_pairs_and_originals_row():
         warnings.simplefilter("always")
         values = VerificationMetric({"n_mated": 100, "n_nonmated": 500}).compute(data)
     v = by_key(values)
-    assert {p for (_, _, p) in v} == {"protected-vs-original", "protected-vs-other-image"}
+    assert {p for (_, _, p) in v} == {f"{base}{variant}" for base in ("protected-vs-original", "protected-vs-other-image")
+                                      for variant in ("", "/same-gender", "@male", "@female")}
     eer = v[("eer", "ver", "protected-vs-original")]
     assert eer.extra["n_mated"] == 100 and eer.extra["n_nonmated"] == 500 and eer.n == 600
     assert eer.ci_low <= eer.value <= eer.ci_high
@@ -99,7 +102,7 @@ def test_verification_protocols_pairs_and_originals_row():
     assert any("1e-3" in str(w.message) or "0.001" in str(w.message) for w in caught)
     assert 0 <= v[("fnmr_fmr1e-2", "ver", "protected-vs-original")].value <= 1
     orig = by_key(VerificationMetric().compute(make_input(pet="original")))
-    assert {p for (_, _, p) in orig} == {"protected-vs-other-image"}
+    assert {p.split("/")[0].split("@")[0] for (_, _, p) in orig} == {"protected-vs-other-image"}
 
 
 def test_pic_metric():
@@ -111,6 +114,10 @@ def test_pic_metric():
     assert pic.extra["quantiles"]["q50"] == pytest.approx(np.median(np.abs(2 * data.p_male["clf"] - 1) - sim))
     assert sum(pic.extra["histogram"]["counts"]) == len(sim)
     assert v[("similarity", "ver", "")].value == pytest.approx(sim.mean())
+    data.in_sample = {"ver": ["pridss"]}
+    marked = by_key(PICMetric().compute(data))
+    assert marked[("pic", "clf+ver", "")].extra["in_sample"] == ["pridss"]  # through its verifier
+    assert marked[("similarity", "ver", "")].extra["in_sample"] == ["pridss"]
 
 
 def test_realism_metric():
@@ -119,6 +126,11 @@ def test_realism_metric():
     assert v[("fid", "inception-fid", "")].value > 0.1
     assert "2000" in v[("fid", "inception-fid", "")].extra["warning"]
     assert ("fid", "pixels", "") not in v and ("frechet_proxy", "pixels", "") in v  # only inception-fid gives FID
-    assert ("frechet_proxy", "ver", "") in v and ("kid", "ver", "") in v and ("kid", "pixels", "") in v
+    # on face-verifier embeddings the measures have names of their own: identity space, not realism
+    assert ("identity_frechet", "ver", "") in v and ("identity_kid", "ver", "") in v and ("kid", "pixels", "") in v
+    assert ("kid", "ver", "") not in v and ("frechet_proxy", "ver", "") not in v
+    assert "not photo-realism" in v[("identity_kid", "ver", "")].convention
     assert all(x.n == 120 for x in values)
+    kid = v[("kid", "pixels", "")]
+    assert kid.extra["subset_size"] == 50 and kid.extra["std"] > 0
     assert RealismMetric().compute(make_input(pet="original")) == []

@@ -1,4 +1,4 @@
-"""Built-in metrics: gender privacy, identity verification, PIC and realism."""
+"""Built-in metrics: gender privacy, worst-case privacy over attacker tiers, identity verification, PIC and realism."""
 
 from sbpet_bench import hookimpl
 
@@ -9,5 +9,6 @@ def sbpet_register_metrics():
     from .pic import PICMetric
     from .realism import RealismMetric
     from .verification import VerificationMetric
+    from .worst_case import WorstCaseMetric
 
-    return [GenderMetric, VerificationMetric, PICMetric, RealismMetric]
+    return [GenderMetric, WorstCaseMetric, VerificationMetric, PICMetric, RealismMetric]

@@ -7,11 +7,12 @@ import numpy as np
 from sbpet_bench.api import Metric, MetricInput, MetricValue
 
 from . import core
+from .common import mark_in_sample
 
 
 class PICMetric(Metric):
     name = "pic"
-    version = "1"
+    version = "2"
     description = "PIC = |2P(male) - 1| - SIM per image (SIM = cosine similarity to its own original), per classifier x verifier; also mean SIM per verifier."
 
     def compute(self, data: MetricInput) -> list[MetricValue]:
@@ -33,7 +34,7 @@ class PICMetric(Metric):
                                        extra={"classifier": clf, "verifier": verifier, "quantiles": core.quantiles(pic),
                                               "histogram": {"edges": np.linspace(-1, 2, 31).round(3).tolist(),
                                                             "counts": np.histogram(pic, bins=30, range=(-1, 2))[0].tolist()}}))
-        return out
+        return mark_in_sample(out, data)
 
     @staticmethod
     def _value(metric: str, x: np.ndarray, idx: np.ndarray | None, evaluator: str, hib: bool, n: int, convention: str, extra: dict | None = None) -> MetricValue:
