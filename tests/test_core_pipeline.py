@@ -42,6 +42,7 @@ def _metric(results, pet, attacker, metric, evaluator=None):
     raise KeyError((pet, attacker, metric))
 
 
+@pytest.mark.slow
 def test_run_writes_results_and_keeps_working_plugins(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "run", pets=["identity", "blur", "nan-pet", "late-crash", "needs-missing-module"])
     results = run(cfg, registry=registry)
@@ -64,6 +65,7 @@ def test_run_writes_results_and_keeps_working_plugins(small_data, tmp_path, regi
     assert results["timings"]["total"] > 0 and "pet:blur" in results["timings"]
 
 
+@pytest.mark.slow
 def test_cached_rerun_reuses_everything(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "a", pets=["noise"], cache_dir=str(tmp_path / "cache"))
     first = run(cfg, registry=registry)
@@ -74,6 +76,7 @@ def test_cached_rerun_reuses_everything(small_data, tmp_path, registry):
     assert third["cache"]["hits"] == 0
 
 
+@pytest.mark.slow
 def test_options_are_checked_and_change_results(small_data, tmp_path, registry):
     with pytest.raises(PluginLoadError, match="valid options: sigma"):
         run(_cfg(small_data, tmp_path / "x", pets=["blur"], options={"blur.radius": "3"}), registry=registry)
@@ -98,6 +101,7 @@ def test_duplicate_plugin_names_name_both_origins(tmp_path):
         load_registry([str(clash)])
 
 
+@pytest.mark.slow
 def test_corrupt_files_are_listed_and_the_run_finishes(small_data, tmp_path, registry):
     data = tmp_path / "data"
     shutil.copytree(small_data, data)
@@ -112,6 +116,7 @@ def test_corrupt_files_are_listed_and_the_run_finishes(small_data, tmp_path, reg
     assert all(c["status"] == "ok" for c in results["conditions"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_with_identical_metrics(small_data, tmp_path):
     slow = tmp_path / "slow_pet.py"
     slow.write_text(
@@ -145,6 +150,7 @@ def test_killed_run_resumes_with_identical_metrics(small_data, tmp_path):
         assert _metric(a, "slow-noise", "none", metric) == _metric(b, "slow-noise", "none", metric)
 
 
+@pytest.mark.slow
 def test_variants_share_a_fit_when_only_other_options_differ(small_data, tmp_path, registry):
     from sbpet_bench.pipeline import Run
 
@@ -159,6 +165,7 @@ def test_variants_share_a_fit_when_only_other_options_differ(small_data, tmp_pat
     assert host.fit_key(pridss, m5) == host.fit_key(pridss, m10)
 
 
+@pytest.mark.slow
 def test_an_option_of_a_plugin_used_inside_a_pet_changes_the_pets_key(small_data, tmp_path, registry):
     """PriDSS chooses candidates with resnet-gender-probe: the probe's options are part of PriDSS's key."""
     from sbpet_bench.pipeline import Run
@@ -179,6 +186,7 @@ def test_an_option_of_a_plugin_used_inside_a_pet_changes_the_pets_key(small_data
     assert ("classifier", "resnet-gender-probe") in host.internal_evaluators("pet", "pridss")
 
 
+@pytest.mark.slow
 def test_the_context_refuses_undeclared_plugins(small_data, tmp_path):
     from sbpet_bench.api import PluginUnavailable
     from sbpet_bench.pipeline import Run
@@ -192,6 +200,7 @@ def test_the_context_refuses_undeclared_plugins(small_data, tmp_path):
     assert plugin.context.get_verifier("pca-pixels") is not None  # declared: served
 
 
+@pytest.mark.slow
 def test_a_hanging_or_exiting_plugin_fails_alone(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "h", pets=["identity", "hangs", "exits"], plugin_timeout=2.0)
     results = run(cfg, registry=registry)
@@ -203,6 +212,7 @@ def test_a_hanging_or_exiting_plugin_fails_alone(small_data, tmp_path, registry)
     assert (tmp_path / "h" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_evaluator_drops_only_its_own_columns(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "e", pets=["identity", "blur"], classifiers=["hog-logreg", "nan-classifier"])
     results = run(cfg, registry=registry)
@@ -213,6 +223,7 @@ def test_a_failing_evaluator_drops_only_its_own_columns(small_data, tmp_path, re
     assert any(e["plugin"] == "nan-classifier" and "NaN" in e["message"] for e in results["errors"])
 
 
+@pytest.mark.slow
 def test_an_attacker_runs_through_the_whole_pipeline(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "a", pets=["identity", "blur"], attackers=["pp-d-nlm"])
     results = run(cfg, registry=registry)
@@ -224,6 +235,7 @@ def test_an_attacker_runs_through_the_whole_pipeline(small_data, tmp_path, regis
         any(m["metric"].startswith("detection") for m in conds[("blur", "pp-d-nlm")]["metrics"])
 
 
+@pytest.mark.slow
 def test_diagnostics_are_complete_after_a_cached_rerun(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "g", pets=["diagnosing"], cache_dir=str(tmp_path / "cache"))
     for _ in range(2):
@@ -233,6 +245,7 @@ def test_diagnostics_are_complete_after_a_cached_rerun(small_data, tmp_path, reg
         assert len(lines) == 24 and len({d["id"] for d in lines}) == 24
 
 
+@pytest.mark.slow
 def test_informed_tier_trains_on_protected_images(small_data, tmp_path, registry):
     cfg = _cfg(small_data, tmp_path / "i", pets=["identity", "blur"], informed=True, informed_classifiers=["hog-logreg"],
                cache_dir=str(tmp_path / "cache"))
@@ -250,3 +263,29 @@ def test_informed_tier_trains_on_protected_images(small_data, tmp_path, registry
     assert len({p["key"] for p in trained}) == 5  # informed on clean; informed and mixed on identity and on blur
     again = run(cfg, registry=registry)  # resumable like any stage: everything from the cache
     assert again["cache"]["misses"] == 0
+
+
+@pytest.mark.slow
+def test_cross_dataset_run_fits_on_one_data_set_and_evaluates_on_another(small_data, lfw3d, tmp_path, registry):
+    cfg = _cfg(small_data, tmp_path / "x", pets=["identity", "blur"], train_data=str(lfw3d))
+    results = run(cfg, registry=registry)
+    train = results["train_dataset"]
+    assert train["path"] == str(lfw3d) and train["source"] == "lfw" and train["n_train"] == 80
+    assert train["fingerprint"] != results["dataset"]["fingerprint"]
+    assert train["identities_comparable"] is False  # the folder copy has one identity per image
+    assert results["dataset"]["n_eval"] == 24 and all(c["status"] == "ok" for c in results["conditions"])
+    fitted = next(p for p in results["plugins"] if p["name"] == "hog-logreg")
+    same = run(_cfg(small_data, tmp_path / "y", pets=["identity", "blur"]), registry=registry)
+    assert fitted["key"] != next(p for p in same["plugins"] if p["name"] == "hog-logreg")["key"]
+
+
+def test_dry_run_prints_the_plan_and_computes_nothing(small_data, tmp_path, registry):
+    cache = tmp_path / "cache"
+    cfg = _cfg(small_data, tmp_path / "p", pets=["identity", "blur"], cache_dir=str(cache), dry_run=True)
+    plan = run(cfg, registry=registry)
+    stages = {s["stage"]: s for s in plan["plan"]}
+    assert stages["protect"]["tasks"] == 2 * 3 and stages["protect"]["cached"] == 0  # 2 PETs x 3 shards of 8
+    assert not (tmp_path / "p" / "results.json").exists() and not (cache / "images").exists()
+    run(_cfg(small_data, tmp_path / "p", pets=["identity", "blur"], cache_dir=str(cache)), registry=registry)
+    again = run(cfg, registry=registry)
+    assert all(s["to_run"] == 0 for s in again["plan"] if s["stage"] != "fit")

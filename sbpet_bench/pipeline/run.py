@@ -33,8 +33,8 @@ from .. import __version__
 from ..api import NO_ATTACK, ORIGINAL, TIER_OFF_THE_SHELF, TIER_RECOVERY, condition_label
 from ..cache import Cache, stable_hash
 from ..config import ConfigError, RunConfig
-from ..data import DiskFaceSet, SplitSpec, Splits, dataset_fingerprint, split
-from ..images import load_image, save_png
+from ..data import DiskFaceSet, SplitSpec, Splits, check_evaluation_size, dataset_fingerprint, split, working_size
+from ..images import save_png
 from ..plugins import PluginEntry, PluginLoadError, Registry, load_registry
 from ..progress import Reporter
 from .checks import StageError, parse_spec
@@ -43,6 +43,9 @@ from .informed import DEFAULT_INFORMED_CLASSIFIERS, InformedTier, build_informed
 from .measure import Condition, compute_metrics, metric_inputs, plain
 from .plan import Plan, conditions_of, make_shards, summarise
 from .stages import ShardResult, ShardRunner, json_default
+
+
+MIN_PER_CLASS = 10  # fewer evaluation faces per gender than this make AUCs and EERs meaningless
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,6 +165,7 @@ class Run:
             entry = detected[0]
         source = entry.create(entry.parse_options(self.cfg.plugin_options().get(entry.name, {})), None)
         records, skipped = source.read(path)
+        self.warnings += [n for n in getattr(source, "notices", []) if n not in self.warnings]
         if not records:
             raise ConfigError(f"{flag} {path}: the {entry.name} source found no labelled face images")
         return entry.name, records, skipped
@@ -170,28 +174,74 @@ class Run:
         """Read the data, sample and split it (cached), and make the plugin host."""
         cfg = self.cfg
         self.device = resolve_device(cfg.device)
-        self.cache = Cache(cfg.cache_dir or (self.out.parent / ".sbpet-cache"), refresh=cfg.refresh)
+        self.cache = Cache(cfg.cache_dir or (self.out.parent / ".sbpet-cache"), refresh=cfg.refresh,
+                           warn=lambda m: self.warnings.append(m) if m not in self.warnings else None)
         t0 = time.perf_counter()
         self.source_name, self.records, self.read_skipped = self.read_data(cfg.data)
         self.data_fp = dataset_fingerprint(self.records)
         spec = SplitSpec(per_class=cfg.per_class, seed=cfg.seed, max_per_identity=cfg.max_per_identity,
                          train_per_class=cfg.train_per_class, pool_per_class=cfg.pool_per_class)
-        split_key = stable_hash("split", self.data_fp, asdict(spec))
-        # Split lists never depend on --refresh: they are a pure function of the data and the spec.
-        cached_split = Cache(self.cache.root).get_json("split", split_key)
-        self.splits = Splits.from_json(json.dumps(cached_split)) if cached_split else split(self.records, spec)
-        if not cached_split:
-            self.cache.put_json("split", split_key, json.loads(self.splits.to_json()))
+        self.train_info: dict[str, Any] | None = None
+        if cfg.train_data:
+            self.splits = self.cross_dataset_split(spec)
+        else:
+            split_key = stable_hash("split", self.data_fp, asdict(spec))
+            self.splits = self.cached_split(split_key, lambda: split(self.records, spec))
         self.warnings += self.splits.warnings
-        if not self.splits.eval:
-            raise ConfigError(f"--data {cfg.data}: no usable labelled images to evaluate")
-        self.image_size = cfg.image_size or int(load_image(self.splits.eval[0].path).shape[0])
+        check_evaluation_size(self.splits, min_per_class=MIN_PER_CLASS)
+        # The working size is the run's, never the first image's: declared, or the data's most common size.
+        self.image_size, notice = working_size(self.records, cfg.image_size)
+        if notice:
+            self.warnings.append(notice)
         self.timings["data"] = time.perf_counter() - t0
         self.store = self.model_store()
         split_fp = stable_hash(self.data_fp, [r.id for r in self.splits.train], [r.id for r in self.splits.pool])
+        if self.train_info:  # fitted on another data set: its content, not only the ids, decides the fits
+            split_fp = stable_hash(split_fp, self.train_info["fingerprint"])
         return PluginHost(self.registry, cfg, self.cache, train=DiskFaceSet(self.splits.train, self.image_size, self.device),
                           pool=DiskFaceSet(self.splits.pool, self.image_size, self.device), split_fp=split_fp,
                           image_size=self.image_size, device=self.device, reporter=self.reporter, model_store=self.store)
+
+    def cached_split(self, key: str, make) -> Splits:
+        # Split lists never depend on --refresh: they are a pure function of the data and the spec.
+        cached = Cache(self.cache.root).get_json("split", key)
+        if cached:
+            return Splits.from_json(json.dumps(cached))
+        splits = make()
+        self.cache.put_json("split", key, json.loads(splits.to_json()))
+        return splits
+
+    def cross_dataset_split(self, spec: SplitSpec) -> Splits:
+        """Evaluate on --data, fit PETs, attackers and trained evaluators on --train-data.
+
+        When both data sets carry real identity labels (some identity has two images), identities of
+        the evaluation sample are removed from the training data, so no person is in both.
+        """
+        cfg = self.cfg
+        source, train_records, train_skipped = self.read_data(cfg.train_data, "--train-data")
+        train_fp = dataset_fingerprint(train_records)
+        eval_spec = SplitSpec(per_class=spec.per_class, seed=spec.seed, max_per_identity=spec.max_per_identity,
+                              train_per_class=0, pool_per_class=0)
+        evaluation = self.cached_split(stable_hash("split", self.data_fp, asdict(eval_spec)), lambda: split(self.records, eval_spec))
+        comparable = has_repeated_identities(self.records) and has_repeated_identities(train_records)
+        eval_ids = {r.identity for r in evaluation.eval}
+        kept = [r for r in train_records if not (comparable and r.identity in eval_ids)]
+        # One image per class goes to a throw-away evaluation sample: split() then puts the rest into training and pool.
+        train_spec = SplitSpec(per_class=1, seed=spec.seed, max_per_identity=1, train_per_class=spec.train_per_class,
+                               pool_per_class=spec.pool_per_class)
+        training = self.cached_split(stable_hash("split", train_fp, asdict(train_spec), sorted(eval_ids) if comparable else None),
+                                     lambda: split(kept, train_spec))
+        self.train_info = {"path": cfg.train_data, "source": source, "fingerprint": train_fp, "n_records": len(train_records),
+                           "skipped": train_skipped + training.skipped, "identities_comparable": comparable,
+                           "n_removed_shared_identities": len(train_records) - len(kept)}
+        if comparable and len(kept) < len(train_records):
+            self.warnings.append(f"--train-data: {len(train_records) - len(kept)} images of {len(eval_ids & {r.identity for r in train_records})} "
+                                 "identities that are also in the evaluation sample were left out of training")
+        elif not comparable:
+            self.warnings.append("--train-data: the data sets' identity labels are not comparable (one has an image per identity), "
+                                 "so identity-disjointness across them cannot be checked")
+        return Splits(evaluation.eval, training.train, training.pool, skipped=evaluation.skipped,
+                      warnings=[w for w in evaluation.warnings if "usable" in w])
 
     # ---------------------------------------------------------------- plan
 
@@ -476,6 +526,8 @@ class Run:
             "dataset": {"path": cfg.data, "source": self.source_name, "fingerprint": self.data_fp, "n_records": len(self.records),
                         "n_eval": len(self.splits.eval), "n_train": len(self.splits.train), "n_pool": len(self.splits.pool),
                         "image_size": self.image_size, "skipped": self.read_skipped + self.splits.skipped},
+            **({"train_dataset": {**self.train_info, "n_train": len(self.splits.train), "n_pool": len(self.splits.pool)}}
+               if self.train_info else {}),
             "plugins": self.plugin_table(host),
             "tiers": {"classifiers": tiers, "informed_train_images": informed.n_train, "in_sample": self.in_sample_map},
             "plan": self.plan_summary,
@@ -483,7 +535,7 @@ class Run:
             "samples": self.samples,
             "diagnostics_file": "diagnostics.jsonl",
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "cache": {"hits": self.cache.hits, "misses": self.cache.misses},
+            "cache": self.cache.stats(),
             "errors": self.errors,
             "warnings": self.warnings,
         }
@@ -521,6 +573,15 @@ class Run:
         text = f"{err['kind']} {err['plugin']} failed at {err['stage']}{where}: {err['message']}"
         self.reporter.log(f"[red]error[/red]: {escape(text)}")
         return err
+
+
+def has_repeated_identities(records) -> bool:
+    seen: set[str] = set()
+    for r in records:
+        if r.identity in seen:
+            return True
+        seen.add(r.identity)
+    return False
 
 
 def cfg_quiet(cfg: RunConfig) -> bool:
