@@ -120,6 +120,9 @@ class SplitSpec:
     train_per_class: int = 1000
     pool_per_class: int = 500
     pool_fraction: float = 0.3  # share of the non-evaluation identities that go to the candidate pool
+    # Which evaluation sample: "dev" (the first draw, for tuning) or "test" (the second, for published
+    # results). Both are always drawn, so training and pool never contain a person of either.
+    split: str = "test"
 
 
 @dataclass
@@ -194,9 +197,15 @@ def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
     identities = [identities[i] for i in rng.permutation(len(identities))]
 
     if spec.per_class is not None:
-        eval_recs, eval_ids = _take_balanced(identities, by_identity, spec.per_class, spec.max_per_identity, rng, skipped, checked)
-        in_eval = set(eval_ids)  # one set, not one per identity: with one image per identity there are thousands
-        rest = [i for i in identities if i not in in_eval]
+        # dev is the first draw: the very sample that versions before the dev/test split evaluated on, and
+        # on which PET defaults were tuned; test is drawn next, from the remaining identities.
+        dev_recs, dev_ids = _take_balanced(identities, by_identity, spec.per_class, spec.max_per_identity, rng, skipped, checked)
+        in_dev = set(dev_ids)  # one set, not one per identity: with one image per identity there are thousands
+        rest = [i for i in identities if i not in in_dev]
+        test_recs, test_ids = _take_balanced(rest, by_identity, spec.per_class, spec.max_per_identity, rng, skipped, checked)
+        in_test = set(test_ids)
+        rest = [i for i in rest if i not in in_test]
+        eval_recs = dev_recs if spec.split == "dev" else test_recs
         n_pool = int(round(len(rest) * spec.pool_fraction))
         pool_ids, train_ids = rest[:n_pool], rest[n_pool:]
         train_recs, _ = _take_balanced(train_ids, by_identity, spec.train_per_class, 0, rng, skipped, checked)
@@ -206,6 +215,9 @@ def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
             if n < spec.per_class:
                 warnings.append(f"only {n} usable {label} images for --per-class {spec.per_class}")
     else:
+        if spec.split == "dev":
+            raise ConfigError("--split dev needs a sampled evaluation set: give --per-class N (with 'all' every "
+                              "labelled image is evaluated, so there is no separate dev sample)")
         # Every labelled image goes to evaluation, except the identities set aside to train and borrow from.
         train_recs, train_ids = _take_balanced(identities, by_identity, spec.train_per_class, 0, rng, skipped, checked)
         in_train = set(train_ids)

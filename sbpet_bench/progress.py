@@ -78,21 +78,31 @@ class Reporter:
         table.add_column("PET")
         table.add_column("attacker")
         table.add_column("status")
-        headline = [("privacy_auc", "classifier"), ("eer", "verifier")]
-        for metric, _ in headline:
-            table.add_column(metric, justify="right")
+        for column in ("worst privacy AUC (by)", "EER prot-vs-orig", "FNMR @ clean thr."):
+            table.add_column(column, justify="right")
+
+        def first(cond: dict[str, Any], metric: str, protocol: str | None = None) -> dict[str, Any] | None:
+            return next((m for m in cond["metrics"] if m["metric"] == metric and m.get("value") is not None
+                         and (protocol is None or m.get("protocol") == protocol)), None)
+
         for cond in results["conditions"]:
-            cells = []
-            for metric, _ in headline:
-                values = [m for m in cond["metrics"] if m["metric"] == metric]
-                cells.append(", ".join(f"{m['value']:.3f}" for m in values[:2]) if values else "–")
+            worst = first(cond, "worst_privacy_auc")
+            eer = first(cond, "eer", "protected-vs-original")
+            fnmr = first(cond, "fnmr_at_clean_threshold", "protected-vs-original")
+            cells = [f"{worst['value']:.3f} ({worst['evaluator']})" if worst else "–",
+                     f"{eer['value']:.3f} ({eer['evaluator']})" if eer else "–",
+                     f"{fnmr['value']:.3f}" if fnmr else "–"]
             status = "[green]ok[/green]" if cond["status"] == "ok" else "[red]failed[/red]"
-            table.add_row(escape(cond["pet"]), escape(cond["attacker"]), status, *cells)
+            table.add_row(escape(cond["pet"]), escape(cond["attacker"]), status, *map(escape, cells))
         self.console.print(table)
         for warning in results.get("warnings", []):
             self.console.print(f"[yellow]warning[/yellow]: {escape(warning)}")
         if results.get("errors"):
             self.console.print(f"[red]{len(results['errors'])} error(s)[/red]; see errors in results.json")
+        alignment = results.get("alignment") or {}
+        if alignment.get("aligner", "none") != "none":
+            self.console.print(f"alignment ({escape(alignment['aligner'])}): faces not found in {alignment['n_not_found']} of "
+                               f"{alignment['n_images']} images ({alignment['n_not_found_eval']} evaluation images)")
         skipped = results["dataset"].get("skipped", [])
         if skipped:
             self.console.print(f"[yellow]{len(skipped)} file(s) skipped[/yellow] (listed in results.json under dataset.skipped):")

@@ -332,3 +332,18 @@ def test_split_works_when_every_image_is_its_own_identity(monkeypatch):
     assert len(s.train) == 600 and len(s.pool) == 200
     parts = [{r.identity for r in p} for p in (s.eval, s.train, s.pool)]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+
+def test_dev_and_test_samples_are_identity_disjoint_and_share_the_training_split(registry, lfw3d):
+    records, _ = registry.get("dataset", "lfw").create({}, None).read(str(lfw3d))
+    spec = dict(per_class=60, seed=3, train_per_class=80, pool_per_class=20)
+    test, dev = split(records, SplitSpec(**spec)), split(records, SplitSpec(**spec, split="dev"))
+    ids = lambda recs: {r.identity for r in recs}  # noqa: E731
+    assert ids(test.eval).isdisjoint(ids(dev.eval))
+    assert [r.id for r in test.train] == [r.id for r in dev.train] and [r.id for r in test.pool] == [r.id for r in dev.pool]
+    for s in (test, dev):
+        assert ids(s.eval).isdisjoint(ids(s.train) | ids(s.pool))
+    assert ids(dev.eval).isdisjoint(ids(test.train) | ids(test.pool))
+    assert sum(r.gender == MALE for r in test.eval) == 60 == sum(r.gender == FEMALE for r in dev.eval)
+    with pytest.raises(ConfigError, match="--split dev needs"):
+        split(records, SplitSpec(per_class=None, split="dev"))

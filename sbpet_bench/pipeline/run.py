@@ -45,6 +45,7 @@ from .plan import Plan, conditions_of, make_shards, summarise
 from .stages import ShardResult, ShardRunner, json_default
 
 
+ALIGNED_SIZE = 112  # the canonical crop size of an aligned run without --image-size
 MIN_PER_CLASS = 10  # fewer evaluation faces per gender than this make AUCs and EERs meaningless
 
 
@@ -180,7 +181,7 @@ class Run:
         self.source_name, self.records, self.read_skipped = self.read_data(cfg.data)
         self.data_fp = dataset_fingerprint(self.records)
         spec = SplitSpec(per_class=cfg.per_class, seed=cfg.seed, max_per_identity=cfg.max_per_identity,
-                         train_per_class=cfg.train_per_class, pool_per_class=cfg.pool_per_class)
+                         train_per_class=cfg.train_per_class, pool_per_class=cfg.pool_per_class, split=cfg.split)
         self.train_info: dict[str, Any] | None = None
         if cfg.train_data:
             self.splits = self.cross_dataset_split(spec)
@@ -190,17 +191,68 @@ class Run:
         self.warnings += self.splits.warnings
         check_evaluation_size(self.splits, min_per_class=MIN_PER_CLASS)
         # The working size is the run's, never the first image's: declared, or the data's most common size.
-        self.image_size, notice = working_size(self.records, cfg.image_size)
+        if cfg.image_size is None and cfg.align and cfg.align != "none":
+            # Aligned crops are made, not found: a canonical size, since in-the-wild sizes have no common one.
+            self.image_size, notice = ALIGNED_SIZE, (f"--align {cfg.align}: faces are aligned to {ALIGNED_SIZE} x {ALIGNED_SIZE} "
+                                                     "(declare --image-size to choose)")
+        else:
+            self.image_size, notice = working_size(self.records, cfg.image_size)
         if notice:
             self.warnings.append(notice)
-        self.timings["data"] = time.perf_counter() - t0
         self.store = self.model_store()
+        self.alignment: dict[str, Any] | None = None
+        if cfg.align and cfg.align != "none":
+            self.align_splits()
+        self.timings["data"] = time.perf_counter() - t0
         split_fp = stable_hash(self.data_fp, [r.id for r in self.splits.train], [r.id for r in self.splits.pool])
         if self.train_info:  # fitted on another data set: its content, not only the ids, decides the fits
             split_fp = stable_hash(split_fp, self.train_info["fingerprint"])
-        return PluginHost(self.registry, cfg, self.cache, train=DiskFaceSet(self.splits.train, self.image_size, self.device),
-                          pool=DiskFaceSet(self.splits.pool, self.image_size, self.device), split_fp=split_fp,
+        return self.make_host(self.splits, split_fp)
+
+    def make_host(self, splits: Splits, split_fp: str) -> PluginHost:
+        return PluginHost(self.registry, self.cfg, self.cache, train=DiskFaceSet(splits.train, self.image_size, self.device),
+                          pool=DiskFaceSet(splits.pool, self.image_size, self.device), split_fp=split_fp,
                           image_size=self.image_size, device=self.device, reporter=self.reporter, model_store=self.store)
+
+    def align_splits(self) -> None:
+        """Detect, landmark and warp every sampled face to the canonical crop (cached; see :mod:`sbpet_bench.align`).
+
+        Faces the aligner cannot find are listed with the reason and counted, never dropped silently; the
+        aligner's key joins the data fingerprint, so every downstream key follows the alignment.
+        """
+        from ..align import align_records
+        from ..api import CROP_TIGHT
+
+        cfg = self.cfg
+        host = self.make_host(Splits([], [], []), "alignment")
+        aligner, key = host.get("aligner", cfg.align)
+        crops = {getattr(e.cls, "crop", CROP_TIGHT) for k in ("pet", "attacker", "classifier", "verifier", "featurizer")
+                 for e in self.registry.all_entries(k) if e.name in {parse_spec(n)[0] for n in self.named_plugins()}}
+        if crops - {CROP_TIGHT}:
+            self.warnings.append(f"--align {cfg.align}: plugins of this run expect the crop(s) {sorted(crops - {CROP_TIGHT})}; "
+                                 "the run aligns to the tight crop, and a PET's output has one geometry for every evaluator")
+        aligned: dict[str, list] = {}
+        not_found: list[dict[str, str]] = []
+        for part in ("eval", "train", "pool"):
+            records, skipped = align_records(getattr(self.splits, part), aligner, self.cache, self.image_size, CROP_TIGHT,
+                                             batch_size=cfg.batch_size, aligner_key=key, progress=self.reporter.track)
+            aligned[part] = records
+            not_found += [{**s, "split": part} for s in skipped]
+        self.splits = Splits(aligned["eval"], aligned["train"], aligned["pool"], skipped=self.splits.skipped + not_found,
+                             warnings=self.splits.warnings)
+        check_evaluation_size(self.splits, min_per_class=MIN_PER_CLASS)
+        self.data_fp = stable_hash(self.data_fp, "aligned", key, self.image_size, CROP_TIGHT)
+        n = sum(len(v) for v in aligned.values()) + len(not_found)
+        self.alignment = {"aligner": cfg.align, "key": key, "crop": CROP_TIGHT, "size": self.image_size, "n_images": n,
+                          "n_not_found": len(not_found), "n_not_found_eval": sum(s["split"] == "eval" for s in not_found),
+                          "not_found": not_found}
+        if not_found:
+            self.warnings.append(f"--align {cfg.align}: no face found in {len(not_found)} of {n} images "
+                                 f"({self.alignment['n_not_found_eval']} of them evaluation images); listed under alignment.not_found")
+
+    def named_plugins(self) -> list[str]:
+        cfg = self.cfg
+        return [*cfg.pets, *cfg.attackers, *(cfg.classifiers or []), *(cfg.verifiers or []), *(cfg.featurizers or [])]
 
     def cached_split(self, key: str, make) -> Splits:
         # Split lists never depend on --refresh: they are a pure function of the data and the spec.
@@ -221,7 +273,7 @@ class Run:
         source, train_records, train_skipped = self.read_data(cfg.train_data, "--train-data")
         train_fp = dataset_fingerprint(train_records)
         eval_spec = SplitSpec(per_class=spec.per_class, seed=spec.seed, max_per_identity=spec.max_per_identity,
-                              train_per_class=0, pool_per_class=0)
+                              train_per_class=0, pool_per_class=0, split=spec.split)
         evaluation = self.cached_split(stable_hash("split", self.data_fp, asdict(eval_spec)), lambda: split(self.records, eval_spec))
         comparable = has_repeated_identities(self.records) and has_repeated_identities(train_records)
         eval_ids = {r.identity for r in evaluation.eval}
@@ -523,9 +575,10 @@ class Run:
             "config": {**plain(cfg.to_dict()), "classifiers": self.ready["classifier"], "verifiers": self.ready["verifier"],
                        "featurizers": self.ready["featurizer"], "metrics": self.metric_specs, "image_size": self.image_size,
                        "device": str(self.device), "informed_classifiers": self.informed_specs()},
-            "dataset": {"path": cfg.data, "source": self.source_name, "fingerprint": self.data_fp, "n_records": len(self.records),
+            "dataset": {"path": cfg.data, "split": cfg.split, "source": self.source_name, "fingerprint": self.data_fp, "n_records": len(self.records),
                         "n_eval": len(self.splits.eval), "n_train": len(self.splits.train), "n_pool": len(self.splits.pool),
                         "image_size": self.image_size, "skipped": self.read_skipped + self.splits.skipped},
+            **({"alignment": self.alignment} if self.alignment else {"alignment": {"aligner": "none"}}),
             **({"train_dataset": {**self.train_info, "n_train": len(self.splits.train), "n_pool": len(self.splits.pool)}}
                if self.train_info else {}),
             "plugins": self.plugin_table(host),
