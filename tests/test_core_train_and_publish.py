@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from sbpet_bench.cli import app
@@ -16,6 +17,7 @@ def _cfg(data, out, **kw):
     return RunConfig(**{**base, **kw})
 
 
+@pytest.mark.slow  # real-data pipeline runs
 def test_trained_state_is_reused_by_run(small_data, tmp_path):
     path = train_plugin("hog-logreg", _cfg(small_data, tmp_path / "run"))
     assert path.exists()
@@ -24,6 +26,7 @@ def test_trained_state_is_reused_by_run(small_data, tmp_path):
     assert "fit:pca-pixels" in results["timings"]
 
 
+@pytest.mark.slow  # real-data pipeline runs
 def test_report_without_images_keeps_scores_and_drops_faces(small_data, tmp_path):
     run(_cfg(small_data, tmp_path / "run", pets=["blur"]))
     out = tmp_path / "published"

