@@ -266,7 +266,6 @@ class PluginContext:
     log: Callable[[str], None] = print
     progress: Callable[..., Iterable[Any]] = lambda it, **_: it  # progress(iterable, description=, total=)
     train: FaceSet | None = None  # the training split, when the run has one
-    trust_pickle: bool = False  # the user opted into loading pickled networks
 
 
 # --------------------------------------------------------------------------- plugins

@@ -134,7 +134,11 @@ class Run:
         for name in entry.cls.models:
             try:
                 store.path(name, fetch=False)
-            except Exception:  # noqa: BLE001 - absent, unregistered or unverifiable: not usable by default
+            except Exception as exc:  # noqa: BLE001 - absent, unregistered or unverifiable: not usable by default
+                if name in self.registry.assets and store.is_present(name):  # there, but it failed its checksum
+                    message = f"default {entry.kind} {entry.name} left out: {exc}"
+                    if message not in self.warnings:
+                        self.warnings.append(message)
                 return False
         return not entry.missing_requirements()
 
@@ -414,7 +418,7 @@ class Run:
                                  cache=self.cache, device=host.device, load_originals=eval_set.load_uint8, seed=cfg.seed,
                                  timeout=host.timeout, n_samples=cfg.samples)
             t0 = time.perf_counter()
-            self.stream(plan, runner, informed)
+            self.stream(plan, runner, informed, host)
             self.timings["execute"] += time.perf_counter() - t0
         for key, seconds in host.timings.items():
             self.timings[key] += seconds
@@ -447,19 +451,21 @@ class Run:
 
     # ---------------------------------------------------------------- execute (local streaming)
 
-    def stream(self, plan: Plan, runner: ShardRunner, informed: InformedTier) -> None:
-        """The local executor: shard after shard, in order, so memory holds one shard's images at a time."""
+    def stream(self, plan: Plan, runner: ShardRunner, informed: InformedTier, host: PluginHost | None = None) -> None:
+        """Every shard through the executor (local: one after another), merged in shard order as results arrive."""
         from .executors import executor_for
 
         n = len(self.splits.eval)
         tasks = {c.key: self.reporter.add_task(self.stage_label(c.pet, c.attacker), total=n) for c in plan.conditions}
         diag_path = self.out / "diagnostics.jsonl"
         diag_path.write_text("")
-        executor = executor_for(self.cfg)
-        for result in executor.map_shards(plan, runner, self.skip_set, informed_refs=informed.fit_refs):
+        executor = executor_for(self.cfg, log=self.reporter.log)
+        for result in executor.map_shards(plan, runner, self.skip_set, informed_refs=informed.fit_refs, host=host):
             self.merge(result, plan, diag_path)
             for c in plan.conditions:
                 self.reporter.advance(tasks[c.key], len(plan.shards[result.shard].records))
+        for key, seconds in executor.timings.items():  # its own overheads, e.g. starting Ray workers
+            self.timings[key] += seconds
 
     def skip_set(self) -> set[str]:
         return {k for k, c in self.conditions.items() if c.failed}
