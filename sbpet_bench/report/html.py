@@ -14,7 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .leaderboard import Leaderboard, fmt, is_number
+from .leaderboard import HEADLINE_NOTE, Column, Leaderboard, fmt, is_number
+from .merge import dataset_label, sections
 from .plots import det_figures, privacy_utility_figures, roc_figures
 from .tradeoff import describe, table, tradeoff
 
@@ -28,7 +29,9 @@ th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}td.name,th.name{text-align:left}
 tr.ref td{background:#f8f8ff;font-style:italic}tr.failed td{color:#a00}
 td.best{font-weight:bold;background:#eaf6ea}.meta td,.meta th{text-align:left;white-space:normal}
-.plots img{max-width:520px;margin:4px;border:1px solid #eee}
+td.name,th.name{position:sticky;left:0;background:#fff;z-index:1}th.name{z-index:2;background:#f4f4f4}
+#headline th,[id^="headline-"] th{white-space:normal;overflow-wrap:anywhere;min-width:60px;max-width:120px;vertical-align:bottom}td.insample{color:#735}.by{display:block;font-size:10px;color:#666;font-style:normal}.legend{font-size:12px;color:#444}
+.plots img{max-width:100%;height:auto;margin:6px 4px;border:1px solid #eee;vertical-align:top}
 .grid td{vertical-align:top;text-align:center}.grid img{width:112px;height:112px;image-rendering:pixelated}
 .cap{font-size:11px;color:#444;text-align:left}.missing{width:112px;height:112px;background:#eee;display:inline-block}
 details{margin:2px 0}pre{white-space:pre-wrap;font-size:11px}
@@ -42,9 +45,10 @@ rows.sort(function(r,s){var x=val(r.cells[i]),y=val(s.cells[i]);if(x===null)retu
 if(x<y)return asc?-1:1;if(x>y)return asc?1:-1;return 0;});
 rows.forEach(function(r){b.appendChild(r);});
 Array.prototype.forEach.call(t.tHead.rows[0].cells,function(h,j){h.setAttribute('aria-sort',j===i?(asc?'ascending':'descending'):'none');});}
-var t=document.getElementById('leaderboard');if(!t)return;
-Array.prototype.forEach.call(t.tHead.rows[0].cells,function(th,i){th.addEventListener('click',function(){sortBy(t,i,th.getAttribute('aria-sort')!=='ascending');});});
-var m=/sort=(-?)(\\d+)/.exec(location.hash);if(m)sortBy(t,parseInt(m[2],10),m[1]!=='-');
+Array.prototype.forEach.call(document.querySelectorAll('table.sortable'),function(t){
+Array.prototype.forEach.call(t.tHead.rows[0].cells,function(th,i){th.addEventListener('click',function(){sortBy(t,i,th.getAttribute('aria-sort')!=='ascending');});});});
+var m=/sort(?:-([\\w-]+))?=(-?)(\\d+)/.exec(location.hash);
+if(m){var t=document.getElementById(m[1]||'leaderboard');if(t)sortBy(t,parseInt(m[3],10),m[2]!=='-');}
 document.body.setAttribute('data-ready','1');
 })();
 """
@@ -70,31 +74,43 @@ def _image_uri(run_dir: Path | None, rel: str) -> str | None:
     return _data_uri(path.read_bytes(), mime) if mime else None
 
 
-def _leaderboard_table(board: Leaderboard) -> str:
+def _cell_td(cell, column: Column, headline: bool) -> str:
+    if cell is None or cell.value is None:
+        return '<td data-v=""></td>'
+    v = cell.value if is_number(cell.value) else ""
+    tip = [f"95% CI [{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]" if is_number(cell.ci_low) else "", f"n={cell.n}" if cell.n is not None else ""]
+    tip += [f"reached by {cell.by}" if cell.by else "", "in-sample: the PET uses this evaluator internally" if cell.in_sample else "",
+            "not distinguishable from chance" if cell.distinguishable is False else ""]
+    classes = " ".join(c for c in ("best" if cell.best else "", "insample" if cell.in_sample else "") if c)
+    cls = f' class="{classes}"' if classes else ""
+    text = (cell.text(interval=True) if column.per_row_evaluator else cell.text(ci=False)) if headline else cell.text()
+    by = f'<span class="by">{e(cell.by)}</span>' if headline and cell.by else ""
+    title = e("; ".join(t for t in tip if t))
+    return f'<td data-v="{e(v)}"{cls} title="{title}">{e(text)}{by}</td>'
+
+
+def _leaderboard_table(board: Leaderboard, columns: list[Column], table_id: str, headline: bool = False) -> str:
     head = ['<th class="name" title="PET → attacker">condition</th>', '<th title="images scored">N</th>']
-    for c in board.columns:
+    for c in columns:
         tip = {True: "higher is better", False: "lower is better"}.get(c.higher_is_better, "neither higher nor lower is better")  # type: ignore[arg-type]
-        head.append(f'<th title="{e(c.convention + " (" + tip + ")")}">{e(c.label)}</th>')
+        head.append(f'<th title="{e(c.key + ": " + c.convention + " (" + tip + ")")}">{e(c.short_label if headline else c.label)}</th>')
     body = []
     for r in board.rows:
         cls = "ref" if r.is_reference else ("failed" if r.status != "ok" else "")
         tds = [f'<td class="name" data-v="{e(r.label)}">{e(r.label)}{"" if r.status == "ok" else " (" + e(r.status) + ")"}</td>',
                f'<td data-v="{e(r.n_images if r.n_images is not None else "")}">{e(r.n_images if r.n_images is not None else "")}</td>']
-        for c in board.columns:
-            cell = r.cells.get(c.key)
-            if cell is None or cell.value is None:
-                tds.append('<td data-v=""></td>')
-                continue
-            v = cell.value if is_number(cell.value) else ""
-            tip = f"95% CI [{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]" if is_number(cell.ci_low) else ""
-            tip += f" n={cell.n}" if cell.n is not None else ""
-            tds.append(f'<td data-v="{e(v)}"{" class=best" if cell.best else ""} title="{e(tip.strip())}">{e(cell.text())}</td>')
+        tds += [_cell_td(r.cells.get(c.key), c, headline) for c in columns]
         body.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>")
-    return f'<div class="wrap"><table id="leaderboard" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (f'<div class="wrap"><table id="{e(table_id)}" class="sortable"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
-def _equal_privacy(results: dict[str, Any]) -> str:
-    t = tradeoff(results)
+def _legend(board: Leaderboard) -> str:
+    return "".join(f'<p class="legend">{e(text)}</p>' for text in board.legend)
+
+
+def _equal_privacy(results: dict[str, Any], privacy_by: str | None) -> str:
+    t = tradeoff(results, privacy_by)
     if t is None or not t.comparisons:
         return ("<p>No comparison: it needs a PET with two or more variants in the run (e.g. "
                 "<code>--pets \"pridss,blur[sigma=1],blur[sigma=3]\"</code>) whose privacy AUCs span another PET's.</p>")
@@ -171,13 +187,16 @@ def _image_grid(results: dict[str, Any], run_dir: Path | None) -> str:
     return f'{note}<div class="wrap"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
-def _meta(results: dict[str, Any]) -> str:
+def _meta(results: dict[str, Any], general: bool = True, data: bool = True) -> str:
     ds, cfg = results.get("dataset") or {}, results.get("config") or {}
-    items = [("sbpet", results.get("sbpet_version")), ("created", results.get("created")), ("git commit", results.get("git_commit")),
-             ("command", " ".join(map(str, results.get("command") or []))),
-             ("data", f"{ds.get('path', '')} ({ds.get('source', '')}), fingerprint {ds.get('fingerprint', '')}"),
-             ("images", f"{ds.get('n_eval', '')} evaluated, {ds.get('n_train', '')} train, {ds.get('n_pool', '')} pool, {len(ds.get('skipped') or [])} skipped"),
-             ("protocol", f"per_class={cfg.get('per_class')}, seed={cfg.get('seed')}, image_size={cfg.get('image_size')}, bootstrap={cfg.get('bootstrap')}, device={cfg.get('device')}")]
+    items = []
+    if general:
+        items += [("sbpet", results.get("sbpet_version")), ("created", results.get("created")), ("git commit", results.get("git_commit")),
+                  ("command", " ".join(map(str, results.get("command") or [])))]
+    if data:
+        items += [("data", f"{ds.get('path', '')} ({ds.get('source', '')}), fingerprint {ds.get('fingerprint', '')}"),
+                  ("images", f"{ds.get('n_eval', '')} evaluated, {ds.get('n_train', '')} train, {ds.get('n_pool', '')} pool, {len(ds.get('skipped') or [])} skipped"),
+                  ("protocol", f"per_class={cfg.get('per_class')}, seed={cfg.get('seed')}, image_size={cfg.get('image_size')}, bootstrap={cfg.get('bootstrap')}, device={cfg.get('device')}")]
     if results.get("runs"):
         items.append(("merged runs", ", ".join(str(r.get("dir", "")) for r in results["runs"])))
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v if v is not None else '')}</td></tr>" for k, v in items)
@@ -194,7 +213,7 @@ def _plugins(results: dict[str, Any]) -> str:
 
 def _problems(results: dict[str, Any]) -> str:
     items = [f"warning: {w}" for w in results.get("warnings") or []]
-    for c in results.get("conditions") or []:
+    for c in (c for part in sections(results) for c in part.get("conditions") or []):
         items += [f"{c.get('pet')}/{c.get('attacker')}: {err.get('plugin', '')} {err.get('stage', '')}: {err.get('message', '')}" for err in c.get("errors") or []]
     items += [f"error: {err.get('message', err) if isinstance(err, dict) else err}" for err in results.get("errors") or []]
     return "<ul>" + "".join(f"<li>{e(i)}</li>" for i in items) + "</ul>" if items else "<p>None.</p>"
@@ -207,27 +226,53 @@ def _conventions(board: Leaderboard) -> str:
     return "<dl>" + "".join(f"<dt><b>{e(m)}</b></dt><dd>{e(text)}</dd>" for m, text in seen.items()) + "</dl>"
 
 
-def render_html(results: dict[str, Any], board: Leaderboard, run_dir: Path | None) -> str:
-    script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
-    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'"
-    title = f"sbpet report — {(results.get('dataset') or {}).get('path', '')}"
+def _section(results: dict[str, Any], board: Leaderboard, run_dir: Path | None, privacy_by: str | None, n: int, h: str) -> str:
+    """One data set's leaderboard, plots and samples; ``n`` numbers its tables' ids (1: "headline", "leaderboard")."""
+    suffix = "" if n == 1 else f"-{n}"
     n_fail = sum(1 for r in board.rows if r.status != "ok")
+    intro = (f"<p>{len(board.rows)} conditions{f', {n_fail} failed' if n_fail else ''}. ↑ higher is better, ↓ lower is better; "
+             "best of the protected conditions in bold (the originals row, in italics, is the reference). Click a header to sort.</p>")
+    full = _leaderboard_table(board, board.columns, "leaderboard" + suffix)
+    if board.headline:
+        top = (f"<{h}>Headline: the worst case</{h}>{intro}<p>{e(HEADLINE_NOTE)} Worst cases: value [95% CI] and who reached it; the other columns: the value (hover for its CI, or see all metrics).</p>"
+               f"{_leaderboard_table(board, board.headline_columns, 'headline' + suffix, headline=True)}{_legend(board)}"
+               f"<{h}>All metrics</{h}><details><summary>{len(board.columns)} columns: every metric, evaluator and protocol "
+               "(value ± half the 95% CI; hover for the interval)</summary>" + full + "</details>")
+    else:
+        top = f"<{h}>Leaderboard</{h}>{intro}<p>Value ± half the 95% bootstrap CI (hover for the interval).</p>{full}{_legend(board)}"
+    has_worst = any(m.get("metric") == "worst_privacy_auc" for c in results.get("conditions") or [] for m in c.get("metrics") or [])
+    privacy = (f"privacy AUC of {privacy_by}" if privacy_by else "worst-case privacy AUC (largest over classifiers and tiers)" if has_worst
+               else "privacy AUC of each classifier (this run has no worst case)")
+    return f"""{top}
+<{h}>Privacy vs utility</{h}><p>x: {e(privacy)}.</p>{_figures(privacy_utility_figures(results, privacy_by=privacy_by), "Needs privacy_auc (gender metric) and eer (verification metric).")}
+<{h}>At equal privacy</{h}>{_equal_privacy(results, privacy_by)}
+<{h}>ROC curves (gender classifiers)</{h}>{_figures(roc_figures(results), "No ROC curves in these results.")}
+<{h}>DET curves (verifiers)</{h}><p>Normal-deviate (probit) axes; rates of 0 lie on the axes' edge; the dotted diagonal is FMR = FNMR.</p>{_figures(det_figures(results), "No DET curves in these results.")}
+<{h}>Sample images</{h}><p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine similarity to the original per verifier.</p>
+{_image_grid(results, run_dir)}
+<{h}>Metric conventions</{h}>{_conventions(board)}"""
+
+
+def render_html(results: dict[str, Any], boards: list[Leaderboard] | Leaderboard, run_dir: Path | None, privacy_by: str | None = None) -> str:
+    script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
+    csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+           "base-uri 'none'; form-action 'none'")
+    parts = sections(results)
+    boards = [boards] if isinstance(boards, Leaderboard) else list(boards)
+    if len(parts) == 1:
+        title = f"sbpet report — {(results.get('dataset') or {}).get('path', '')}"
+        body = _meta(results) + _section(parts[0], boards[0], run_dir, privacy_by, 1, "h2")
+    else:
+        title = f"sbpet report — {len(parts)} data sets"
+        toc = "".join(f'<li><a href="#dataset-{i + 1}">{e(dataset_label(p))}</a></li>' for i, p in enumerate(parts))
+        body = _meta(results, data=False) + f"<p>Numbers are comparable within a data set only.</p><ul>{toc}</ul>"
+        body += "".join(f'<section id="dataset-{i + 1}"><h2>Data set {e(dataset_label(p))}</h2>{_meta(p, general=False)}'
+                        f'{_section(p, b, run_dir, privacy_by, i + 1, "h3")}</section>' for i, (p, b) in enumerate(zip(parts, boards)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{e(csp)}">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{e(title)}</title><style>{CSS}</style></head>
 <body><h1>{e(title)}</h1>
-{_meta(results)}
-<h2>Leaderboard</h2>
-<p>{len(board.rows)} conditions{f", {n_fail} failed" if n_fail else ""}. ↑ higher is better, ↓ lower is better; value ± half the 95% bootstrap CI (hover for the interval);
-best of the protected conditions in bold (the originals row, in italics, is the reference). Click a header to sort.</p>
-{_leaderboard_table(board)}
-<h2>Privacy vs utility</h2>{_figures(privacy_utility_figures(results), "Needs privacy_auc (gender metric) and eer (verification metric).")}
-<h2>At equal privacy</h2>{_equal_privacy(results)}
-<h2>ROC curves (gender classifiers)</h2>{_figures(roc_figures(results), "No ROC curves in these results.")}
-<h2>DET curves (verifiers)</h2>{_figures(det_figures(results), "No DET curves in these results.")}
-<h2>Sample images</h2><p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine similarity to the original per verifier.</p>
-{_image_grid(results, run_dir)}
-<h2>Metric conventions</h2>{_conventions(board)}
+{body}
 <h2>Plugins</h2>{_plugins(results)}
 <h2>Warnings and errors</h2>{_problems(results)}
 <script>{JS}</script>

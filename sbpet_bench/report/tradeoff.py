@@ -6,6 +6,11 @@ variants such as ``blur[sigma=1],blur[sigma=3]``), its unattacked variants form 
 privacy–utility curve. A PET *dominates* a curve when, at the curve's EER and realism
 interpolated to the PET's own privacy AUC, the PET has lower EER and better realism.
 No extrapolation: a comparison is made only inside the curve's privacy-AUC range.
+
+Privacy is the worst case by default (``worst_privacy_auc``: the largest privacy AUC over
+every classifier and attacker tier); ``privacy_by`` (``sbpet report --privacy-by NAME``, or
+the run's config) picks one classifier instead. Runs without the worst case use their first
+classifier, as before.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .leaderboard import is_number
+from .leaderboard import PER_ROW_EVALUATOR, is_number
+
+WORST = "worst_privacy_auc"
 
 # Protected-vs-original is what a PET controls (the other-image protocol adds the data's own variation).
 EER_PROTOCOLS = ("protected-vs-original", "protected-vs-other-image")
@@ -62,7 +69,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Tradeoff:
-    classifier: str
+    classifier: str  # "" for the worst case over classifiers
     verifier: str
     protocol: str
     realism_metric: str | None
@@ -72,6 +79,10 @@ class Tradeoff:
 
     def curves(self) -> dict[str, list[Point]]:
         return curves(self.points)
+
+    @property
+    def privacy_name(self) -> str:
+        return f"privacy_auc@{self.classifier}" if self.classifier else WORST
 
 
 def curves(points: tuple[Point, ...]) -> dict[str, list[Point]]:
@@ -87,14 +98,49 @@ Condition = tuple[str, str, str]  # (pet, attacker, run)
 
 def condition_values(results: dict[str, Any], metrics: tuple[str, ...] | None = None
                      ) -> dict[tuple[str, str, str], dict[Condition, float]]:
-    """(metric, evaluator, protocol) -> (pet, attacker, run) -> numeric value, for ``metrics`` (default: all)."""
+    """(metric, evaluator, protocol) -> (pet, attacker, run) -> numeric value, for ``metrics`` (default: all).
+
+    Worst-case metrics are reached by a different evaluator per condition: their evaluator is "" (and
+    ``worst_eer``'s protocol too), so one key holds every condition's value.
+    """
     values: dict[tuple[str, str, str], dict[Condition, float]] = {}
     for cond in results.get("conditions", []):
         key = (cond.get("pet", ""), cond.get("attacker", "none"), cond.get("run", ""))
         for m in cond.get("metrics", []):
             if (metrics is None or m.get("metric") in metrics) and is_number(m.get("value")):
-                values.setdefault((m["metric"], m.get("evaluator", ""), m.get("protocol", "")), {})[key] = m["value"]
+                metric = m["metric"]
+                evaluator = "" if metric in PER_ROW_EVALUATOR else m.get("evaluator", "")
+                protocol = "" if metric == "worst_eer" else m.get("protocol", "")
+                values.setdefault((metric, evaluator, protocol), {})[key] = m["value"]
     return values
+
+
+def classifiers(results: dict[str, Any]) -> list[str]:
+    """Classifiers with a privacy_auc in these results (the names ``--privacy-by`` accepts)."""
+    return sorted({str(m.get("evaluator", "")) for c in results.get("conditions", []) for m in c.get("metrics", [])
+                   if m.get("metric") == "privacy_auc"})
+
+
+def check_privacy_by(results: dict[str, Any], privacy_by: str | None, where: str = "") -> None:
+    """A clear error when ``privacy_by`` names no classifier of these results."""
+    known = classifiers(results)
+    if privacy_by is not None and privacy_by not in known:
+        raise ValueError(f"--privacy-by {privacy_by!r}: no privacy_auc of that classifier{where}; "
+                         f"choose one of {known} (or leave it out for the worst case)")
+
+
+def privacy_sources(values: dict[tuple[str, str, str], dict], privacy_by: str | None = None) -> list[str]:
+    """The privacy measures to plot: [privacy_by], else the worst case, else every classifier (older runs).
+    Each is a classifier name, or "" for the worst case."""
+    if privacy_by is not None:
+        return [privacy_by] if ("privacy_auc", privacy_by, "") in values else []
+    if (WORST, "", "") in values:
+        return [""]
+    return sorted(e for (m, e, _) in values if m == "privacy_auc")
+
+
+def privacy_key(classifier: str) -> tuple[str, str, str]:
+    return ("privacy_auc", classifier, "") if classifier else (WORST, "", "")
 
 
 def _values(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -113,17 +159,18 @@ def interpolate(curve: list[Point], x: float, attr: str) -> float | None:
     return float(np.interp(x, xs, np.array(ys, dtype=float)))
 
 
-def tradeoff(results: dict[str, Any]) -> Tradeoff | None:
-    """Points and equal-privacy comparisons for the first classifier, verifier and realism measure found."""
+def tradeoff(results: dict[str, Any], privacy_by: str | None = None) -> Tradeoff | None:
+    """Points and equal-privacy comparisons for the worst case (or ``privacy_by``; older runs: the first
+    classifier), the first verifier and the first realism measure found."""
     values = _values(results)
-    clfs = sorted(e for (m, e, _) in values if m == "privacy_auc")
+    sources = privacy_sources(values, privacy_by)
     eers = {(e, p) for (m, e, p) in values if m == "eer"}
     protocol = next((p for p in EER_PROTOCOLS if any(q == p for _, q in eers)), None)
-    if not clfs or protocol is None:
+    if not sources or protocol is None:
         return None
-    clf, ver = clfs[0], sorted(e for e, p in eers if p == protocol)[0]
+    clf, ver = sources[0], sorted(e for e, p in eers if p == protocol)[0]
     realism = next(((m, e) for m in REALISM_METRICS for (mm, e, _) in sorted(values) if mm == m), (None, None))
-    auc, eer = values[("privacy_auc", clf, "")], values[("eer", ver, protocol)]
+    auc, eer = values[privacy_key(clf)], values[("eer", ver, protocol)]
     real = values.get((realism[0], realism[1], ""), {}) if realism[0] else {}
     points = tuple(Point(pet, auc[pet], eer[pet], real.get(pet)) for pet in auc if pet in eer)
     comparisons = []
@@ -142,7 +189,7 @@ def describe(t: Tradeoff) -> str:
     """One sentence saying what the comparison table measures."""
     real = f", {t.realism_metric}@{t.realism_evaluator}" if t.realism_metric else ""
     return (f"Each PET against the other PETs' trade-off curves (their variants in this run), interpolated to the PET's own "
-            f"privacy AUC (privacy_auc@{t.classifier}); compared: eer@{t.verifier}[{t.protocol}]{real}. "
+            f"privacy AUC ({t.privacy_name}); compared: eer@{t.verifier}[{t.protocol}]{real}. "
             f"Lower is better for both; 'dominates' = lower EER and better (or unmeasured) realism.")
 
 
