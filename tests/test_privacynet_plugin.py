@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import FaceBatch, GenderClassifier, PluginError, Verifier
+from sbpet_bench.api import Dependency, FaceBatch, GenderClassifier, PluginError, Verifier
 from sbpet_bench.testing import InMemoryFaceSet, make_context
 from sbpet_privacynet.nets import Generator, PatchDiscriminator, privacy_code
-from sbpet_privacynet.plugin import CHECKPOINT_FILE, PrivacyNet
+from sbpet_privacynet.plugin import BUDGETS, CHECKPOINT_FILE, PrivacyNet
 from sbpet_privacynet.training import AuxNets, Trainer, bernoulli_kl, random_views, total_variation
 
 TINY = {"size": 32, "ngf": 8, "ndf": 8, "n_res": 1, "batch_size": 4, "lr": 1e-3, "checkpoint_every": 3}
@@ -52,9 +52,9 @@ def faces(n: int = 16, side: int = 40, seed: int = 0) -> InMemoryFaceSet:
     return InMemoryFaceSet((images + sign * ramp).clamp(0, 1), genders, [f"p{i // 2}" for i in range(n)])
 
 
-def make(tmp_path, **options) -> PrivacyNet:
+def make(tmp_path, seed: int = 3, **options) -> PrivacyNet:
     plugins = {"stub-gender": ColourGender(), "stub-matcher": PoolMatcher()}
-    ctx = make_context(tmp_path / "work", plugins=plugins, seed=3)
+    ctx = make_context(tmp_path / "work", plugins=plugins, seed=seed)
     return PrivacyNet({**TINY, "classifier": "stub-gender", "matcher": "stub-matcher", **options}, ctx)
 
 
@@ -126,22 +126,84 @@ def test_fit_protect_state_round_trip(tmp_path):
         make(tmp_path / "missing", checkpoint=str(tmp_path / "nope.pt")).fit(faces(), faces(4))
 
 
+def stop_after(n: int):
+    """A progress wrapper that kills the training loop after ``n`` steps, as a Ctrl-C would."""
+    def progress(iterable, **_):
+        for i, item in enumerate(iterable):
+            if i == n:
+                raise KeyboardInterrupt
+            yield item
+    return progress
+
+
 def test_training_resumes_from_checkpoint(tmp_path):
-    # uninterrupted: 7 steps
+    # uninterrupted: 7 steps (the lr schedule spans the whole budget)
     whole = make(tmp_path / "whole", steps=7)
     whole.fit(faces(), faces(4))
-    # "killed" after 4 (a checkpoint every 3 steps and one at the end of the budget), then continued to 7
-    part = make(tmp_path / "part", steps=4)
-    part.fit(faces(), faces(4))
+    # killed after 4 steps (checkpoints every 3: step 4 is lost), then started again with the same budget
+    part = make(tmp_path / "part", steps=7)
+    part.context.progress = stop_after(4)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit(faces(), faces(4))
     ckpt = torch.load(tmp_path / "part" / "work" / CHECKPOINT_FILE, weights_only=True)
-    assert ckpt["step"] == 4
+    assert ckpt["step"] == 3
     resumed = make(tmp_path / "part", steps=7)
     resumed.fit(faces(), faces(4))
     assert resumed.steps_done == 7
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), k
+        assert torch.equal(a, b), k
     with open(tmp_path / "part" / "work" / "losses.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 7  # the history carries over too
+
+
+def test_same_seed_gives_the_same_weights_whatever_the_global_rng(tmp_path):
+    def train(name: str, seed: int, disturb: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(disturb)  # what other plugins may have left in the global generator
+        torch.rand(disturb + 1)
+        pet = make(tmp_path / name, seed=seed, steps=3)
+        pet.fit(faces(), faces(4))
+        ckpt = torch.load(tmp_path / name / "work" / CHECKPOINT_FILE, weights_only=True)
+        return {**{f"G.{k}": v for k, v in ckpt["generator"].items()}, **{f"D.{k}": v for k, v in ckpt["discriminator"].items()}}
+
+    first, second, other = train("a", 5, 0), train("b", 5, 17), train("c", 6, 0)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    assert not all(torch.equal(first[k], other[k]) for k in first)  # the seed does matter
+    assert not torch.are_deterministic_algorithms_enabled()  # the training put the caller's setting back
+
+
+def test_budget_gives_steps_and_batch_unless_set(tmp_path):
+    cpu, gpu = make(tmp_path, steps=0, batch_size=0), make(tmp_path, steps=0, batch_size=0, budget="gpu")
+    assert (cpu.steps, cpu.batch_size) == (BUDGETS["cpu"]["steps"], BUDGETS["cpu"]["batch_size"])
+    assert (gpu.steps, gpu.batch_size) == (BUDGETS["gpu"]["steps"], BUDGETS["gpu"]["batch_size"])
+    assert gpu.train_config().batch_size == BUDGETS["gpu"]["batch_size"]
+    assert make(tmp_path, budget="paper", steps=5).steps == 5  # an explicit option wins
+    with pytest.raises(PluginError, match="steps=-1 is negative"):
+        make(tmp_path, steps=-1)
+    with pytest.raises(PluginError, match="lr_decay"):
+        make(tmp_path, lr_decay=1.5)
+
+
+def test_learning_rate_is_constant_then_falls_linearly(tmp_path):
+    trainer = Trainer(make(tmp_path, lr=1e-3, lr_decay=0.5).train_config(), torch.device("cpu"))
+    rates = []
+    for step in range(10):
+        trainer.step = step
+        rates.append(trainer.learning_rate(10))
+    assert rates[:5] == [1e-3] * 5
+    assert rates[5:] == pytest.approx([1e-3 * f for f in (1.0, 0.8, 0.6, 0.4, 0.2)])
+    flat = Trainer(make(tmp_path, lr=1e-3, lr_decay=0.0).train_config(), torch.device("cpu"))
+    flat.step = 9
+    assert flat.learning_rate(10) == 1e-3
+
+
+def test_dependencies_name_the_classifiers_and_the_matcher():
+    assert PrivacyNet.dependencies({}) == [Dependency("classifier", "resnet-gender-probe", {}),
+                                           Dependency("classifier", "cnn-gender", {}),
+                                           Dependency("verifier", "faceapi-resnet", {})]
+    assert PrivacyNet.dependencies({"classifier": "a + b", "matcher": "m"}) == [
+        Dependency("classifier", "a", {}), Dependency("classifier", "b", {}), Dependency("verifier", "m", {})]
 
 
 def test_options_are_checked(tmp_path):

@@ -8,25 +8,34 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import PET, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
+from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
 
 from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
 
-# Default budget: measured 0.35 s a step on this project's idle 2-core CPU (resnet probe + cnn-gender
-# ensemble, ngf 16, batch 8, 96 px), so about 7 minutes; a step takes 2-3x longer when the CPU is shared.
-# On 500 + 500 LFW3D faces (faceapi-gender privacy AUC / faceapi-resnet EER protected-vs-original),
-# 600 steps gave 0.816 / 0.040 and 1200 steps 0.709 / 0.036 with the default weights below.
-# Raise it with --option privacynet.steps=N, e.g. on a GPU.
-DEFAULT_STEPS = 1200
+# Training budgets (steps, batch size). "cpu", the default, fits this project's 2-core CPU: at bf16's
+# step price (0.67x of fp32's, measured) 900 steps cost half of version 3's 1,200 fp32 steps (README: Cost).
+# "gpu" is for a lent accelerator (not measured yet). "paper" is the published schedule's length
+# (README: Training budget).
+BUDGETS: dict[str, dict[str, int]] = {
+    "cpu": {"steps": 900, "batch_size": 8},
+    "gpu": {"steps": 12000, "batch_size": 16},
+    "paper": {"steps": 200000, "batch_size": 16},
+}
+DEFAULT_BUDGET = "cpu"
 CHECKPOINT_FILE = "train_checkpoint.pt"
 # Attributes that have auxiliary networks so far; the code reserves bits for the others.
 SUPPORTED = ("gender",)
 
 
+def _classifier_names(option: Any) -> list[str]:
+    """The auxiliary classifiers named by option ``classifier`` (joined by '+')."""
+    return [n.strip() for n in str(option).replace(",", "+").split("+") if n.strip()]
+
+
 class PrivacyNet(PET):
     name = "privacynet"
-    version = "3"
+    version = "4"
     description = ("PrivacyNet semi-adversarial GAN: StarGAN-style generator conditioned on a privacy code, PatchGAN "
                    "discriminator, frozen gender probe (confounded) and face matcher (kept); trained on the training split")
     options = {
@@ -40,9 +49,14 @@ class PrivacyNet(PET):
         "ngf": Option(16, "generator width (channels of its first layer)"),
         "ndf": Option(32, "discriminator width"),
         "n_res": Option(3, "residual blocks in the generator"),
-        "steps": Option(DEFAULT_STEPS, "training steps (batches)"),
-        "batch_size": Option(8, "training batch size"),
+        "budget": Option(DEFAULT_BUDGET, "training budget: steps and batch size for a CPU, a GPU, or the paper's "
+                         "(README: Training budget)", choices=tuple(BUDGETS)),
+        "steps": Option(0, "training steps (batches); 0 = the budget's"),
+        "batch_size": Option(0, "training batch size; 0 = the budget's"),
         "lr": Option(5e-4, "Adam learning rate of G and D"),
+        "lr_decay": Option(1 / 3, "share of the last steps over which lr falls linearly to zero (0 = constant lr)"),
+        "precision": Option("bf16", "arithmetic of the training passes: bf16 (bfloat16 convolutions under autocast, "
+                            "float32 weights and losses) or fp32", choices=("bf16", "fp32")),
         "keep_fraction": Option(0.1, "share of training rows with the all-zero code (G must reconstruct them)"),
         # Measured at 600 steps on 500 + 500 LFW3D faces (privacy AUC / EER / KID on faceapi-resnet):
         # one probe alone 0.937 / 0.017 (G fools the probe, not the unseen evaluator); the probe + CNN
@@ -75,17 +89,38 @@ class PrivacyNet(PET):
         if bad or not self.attributes:
             raise PluginError(f"privacynet: option obfuscate={o['obfuscate']!r}: only {', '.join(SUPPORTED)} can be obfuscated "
                               f"so far (the code reserves {', '.join(ATTRIBUTES)}; the others need auxiliary classifiers)")
+        for key in ("steps", "batch_size"):
+            if int(o[key]) < 0:
+                raise PluginError(f"privacynet: option {key}={o[key]} is negative; give a positive number or 0 for the "
+                                  f"budget's ({o['budget']}: {BUDGETS[o['budget']][key]})")
+        if not 0 <= float(o["lr_decay"]) <= 1:
+            raise PluginError(f"privacynet: option lr_decay={o['lr_decay']} must lie in [0, 1] (a share of the steps)")
         self.G: Generator | None = None
         self.steps_done = 0
+
+    @classmethod
+    def dependencies(cls, options: Mapping[str, Any]) -> list[Dependency]:
+        """The auxiliary classifiers and the matcher that training obtains through the context."""
+        opts = {key: opt.default for key, opt in cls.options.items()} | dict(options)
+        return ([Dependency("classifier", name, {}) for name in _classifier_names(opts["classifier"])]
+                + [Dependency("verifier", str(opts["matcher"]).strip(), {})])
+
+    @property
+    def steps(self) -> int:
+        return int(self.opts["steps"]) or BUDGETS[self.opts["budget"]]["steps"]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.opts["batch_size"]) or BUDGETS[self.opts["budget"]]["batch_size"]
 
     # ---- configuration
 
     def train_config(self) -> TrainConfig:
         o = self.opts
-        return TrainConfig(size=self.input_size, ngf=o["ngf"], ndf=o["ndf"], n_res=o["n_res"], batch_size=o["batch_size"],
+        return TrainConfig(size=self.input_size, ngf=o["ngf"], ndf=o["ndf"], n_res=o["n_res"], batch_size=self.batch_size,
                            lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
                            w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
-                           w_tv=o["w_tv"], augment=o["augment"],
+                           w_tv=o["w_tv"], augment=o["augment"], lr_decay=float(o["lr_decay"]), precision=o["precision"],
                            seed=self.context.seed if self.context else 0)
 
     @property
@@ -98,7 +133,7 @@ class PrivacyNet(PET):
         ctx = self.context
         if ctx is None:
             raise PluginError("privacynet needs a PluginContext to reach its auxiliary networks")
-        names = [n.strip() for n in str(self.opts["classifier"]).replace(",", "+").split("+") if n.strip()]
+        names = _classifier_names(self.opts["classifier"])
         if not names:
             raise PluginError("privacynet: option classifier is empty; name at least one gender classifier plugin")
         return AuxNets([ctx.get_classifier(n) for n in names], ctx.get_verifier(self.opts["matcher"]))
@@ -116,7 +151,7 @@ class PrivacyNet(PET):
         if trainer.load(ckpt):
             log(f"privacynet: resuming training at step {trainer.step} from {ckpt}")
         progress = self.context.progress if self.context else (lambda it, **_: it)
-        trainer.run(images, genders, self.aux(), int(self.opts["steps"]), checkpoint=ckpt,
+        trainer.run(images, genders, self.aux(), self.steps, checkpoint=ckpt,
                     every=max(1, int(self.opts["checkpoint_every"])), progress=progress)
         csv_path, png_path = trainer.write_curves(self.work_dir)
         log(f"privacynet: trained {trainer.step} steps; loss curves in {csv_path} and {png_path}")
