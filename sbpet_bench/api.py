@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads with the first plugin that computes, so `sbpet run` answers a typo at once
+    import torch
 
 __all__ = [
     "Option",
@@ -300,6 +302,8 @@ class Plugin:
 
     @property
     def device(self) -> torch.device:
+        import torch
+
         return self.context.device if self.context is not None else torch.device("cpu")
 
     # Fitting is optional. A plugin that fits overrides ``fit`` and returns its

@@ -89,8 +89,6 @@ def run(
     ray_workers: Optional[int] = typer.Option(None, help="Ray worker processes for --executor ray (default: ray's choice)."),
 ) -> None:
     """Protect, recover and score faces, then write results.json and the leaderboards."""
-    from .pipeline import run as run_pipeline
-
     try:
         bench = load_benchmark(benchmark) if benchmark else None
         overrides = _overrides(
@@ -109,6 +107,12 @@ def run(
             if given:  # an unset switch must not override the benchmark file
                 overrides[flag] = True
         cfg = build_config(bench, overrides)
+        # Paths first: a typo answers before torch and the plugins are imported.
+        for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
+            if path and not Path(path).exists():
+                raise ConfigError(f"{flag} {path}: no such folder or file")
+        from .pipeline import run as run_pipeline
+
         registry = _load_registry(cfg.plugins)
         run_pipeline(cfg, argv=["sbpet", *sys.argv[1:]], registry=registry)
     except USER_ERRORS as exc:

@@ -9,13 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from .merge import MergeError, merge_runs, sections
-from .tradeoff import check_privacy_by
-from .writers import json_safe, write_reports
+# The report's modules (matplotlib, scipy) load when the command runs, not when `sbpet` starts.
 
 
 def _copy_samples(merged: dict, out: Path) -> None:
     """Copy sample images under OUT/samples/<run>/ and make their paths relative to OUT."""
+    from .merge import sections
+
     roots = [(Path(run["dir"]).resolve(), run["label"]) for run in merged["runs"]]
     for sample in (s for part in sections(merged) for s in part.get("samples") or []):
         for key, src in list(sample["images"].items()):
@@ -42,6 +42,10 @@ def report_command(
                           "worst case over classifiers and tiers].")] = None,
 ) -> None:
     """Merge runs into one leaderboard: markdown, CSV, JSON and a self-contained HTML page."""
+    from .merge import MergeError, merge_runs, sections
+    from .tradeoff import check_privacy_by
+    from .writers import json_safe, write_reports
+
     out = Path(out)
     if any(out.resolve() == Path(d).resolve() for d in run_dirs):
         typer.echo(f"error: --out {out} is one of the run directories; choose a new folder, e.g. reports/NAME", err=True)
