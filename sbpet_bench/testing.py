@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .api import FEMALE, MALE, FaceBatch, FaceRecord, GenderClassifier, PluginContext, Verifier
+from .api import FEMALE, MALE, FaceBatch, FaceRecord, GenderClassifier, PluginContext, PluginUnavailable, Verifier
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,8 +84,8 @@ def make_context(work_dir: str | Path, *, device: str = "cpu", seed: int = 0, pl
     def _get(kind: type):
         def getter(name: str, **_: Any):
             plugin = plugins.get(name)
-            if plugin is None or not isinstance(plugin, kind):
-                raise KeyError(f"test context has no {kind.__name__} named {name!r}")
+            if plugin is None or not isinstance(plugin, kind):  # the harness raises the same error
+                raise PluginUnavailable(f"test context has no {kind.__name__} named {name!r}")
             return plugin
         return getter
 
