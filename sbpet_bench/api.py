@@ -45,6 +45,8 @@ __all__ = [
     "Asset",
     "PluginError",
     "PluginUnavailable",
+    "PluginKind",
+    "PLUGIN_KINDS",
     "Dependency",
     "MALE",
     "FEMALE",
@@ -494,13 +496,24 @@ class Aligner(Plugin):
         raise NotImplementedError
 
 
-PLUGIN_KINDS: dict[str, type[Plugin]] = {
-    "pet": PET,
-    "attacker": Attacker,
-    "classifier": GenderClassifier,
-    "verifier": Verifier,
-    "featurizer": Featurizer,
-    "metric": Metric,
-    "dataset": DatasetSource,
-    "aligner": Aligner,
+@dataclass(frozen=True)
+class PluginKind:
+    """One row of the table of plugin kinds: everything the harness needs to know about a kind."""
+
+    base: type[Plugin]
+    hook: str  # the hook specification (sbpet_bench.hookspecs) that registers classes of this kind
+    method: str  # what the harness calls
+    output: str = ""  # evaluators: "probability" (B,), "unit-norm" (B, D) or "features" (B, D)
+    scores: str = ""  # evaluators: the MetricInput field their outputs fill
+
+
+PLUGIN_KINDS: dict[str, PluginKind] = {
+    "pet": PluginKind(PET, "sbpet_register_pets", "protect"),
+    "attacker": PluginKind(Attacker, "sbpet_register_attackers", "recover"),
+    "classifier": PluginKind(GenderClassifier, "sbpet_register_classifiers", "predict_male", "probability", "p_male"),
+    "verifier": PluginKind(Verifier, "sbpet_register_verifiers", "embed", "unit-norm", "embeddings"),
+    "featurizer": PluginKind(Featurizer, "sbpet_register_featurizers", "features", "features", "features"),
+    "metric": PluginKind(Metric, "sbpet_register_metrics", "compute"),
+    "dataset": PluginKind(DatasetSource, "sbpet_register_dataset_sources", "read"),
+    "aligner": PluginKind(Aligner, "sbpet_register_aligners", "align"),
 }

@@ -25,17 +25,8 @@ from .api import PLUGIN_KINDS, Asset, Option, Plugin
 
 ENTRY_POINT_GROUP = "sbpet"
 
-# hook name -> plugin kind
-KIND_HOOKS = {
-    "pet": "sbpet_register_pets",
-    "attacker": "sbpet_register_attackers",
-    "classifier": "sbpet_register_classifiers",
-    "verifier": "sbpet_register_verifiers",
-    "featurizer": "sbpet_register_featurizers",
-    "metric": "sbpet_register_metrics",
-    "dataset": "sbpet_register_dataset_sources",
-    "aligner": "sbpet_register_aligners",
-}
+# plugin kind -> the hook that registers it (from the one table of kinds in the API)
+KIND_HOOKS = {kind: spec.hook for kind, spec in PLUGIN_KINDS.items()}
 
 
 class PluginLoadError(Exception):
@@ -158,7 +149,7 @@ def _register(registry: Registry, module: ModuleType, origin: str) -> None:
     for kind, hook_name in KIND_HOOKS.items():
         for classes in getattr(pm.hook, hook_name)():
             for cls in classes or []:
-                base = PLUGIN_KINDS[kind]
+                base = PLUGIN_KINDS[kind].base
                 if not (inspect.isclass(cls) and issubclass(cls, base)):
                     raise PluginLoadError(f"{origin}: {hook_name} returned {cls!r}, which is not a subclass of {base.__name__}")
                 if not cls.name:

@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..api import NO_ATTACK, ORIGINAL, FaceBatch, Plugin, ProtectResult
+from ..api import NO_ATTACK, ORIGINAL, PLUGIN_KINDS, FaceBatch, Plugin, ProtectResult
 from ..cache import Cache, stable_hash
 from ..images import resize, tensor_to_uint8, uint8_to_tensor
 from .checks import StageError, check_images, check_scores, guarded
 from .plan import ConditionSpec, Plan, Shard
 
-SCORE_KINDS = {"classifier": "p_male", "verifier": "embeddings", "featurizer": "features"}
 
 
 @dataclass
@@ -178,7 +177,8 @@ class ShardRunner:
         for label, p in self.informed.get(cond.key, {}).items():
             plugins[f"classifier:{label}"] = ("classifier", label, p)
         for label, (kind, spec, plugin) in plugins.items():
-            store = SCORE_KINDS[kind]
+            spec_of_kind = PLUGIN_KINDS[kind]
+            store = spec_of_kind.scores
             cached = self.cache.get_arrays("scores", keys[label])
             if cached is not None and store in cached:
                 out.scores[label] = cached[store]
@@ -190,12 +190,9 @@ class ShardRunner:
                 u8 = loader()
                 t0 = time.perf_counter()
                 x = resize(uint8_to_tensor(u8, self.device), plugin.input_size)
-                if kind == "classifier":
-                    arr = check_scores(guarded(lambda: plugin.predict_male(x), who, self.timeout), len(u8), f"{spec}.predict_male", probability=True)
-                elif kind == "verifier":
-                    arr = check_scores(guarded(lambda: plugin.embed(x), who, self.timeout), len(u8), f"{spec}.embed", probability=False, unit_norm=True)
-                else:
-                    arr = check_scores(guarded(lambda: plugin.features(x), who, self.timeout), len(u8), f"{spec}.features", probability=False)
+                method = getattr(plugin, spec_of_kind.method)
+                arr = check_scores(guarded(lambda: method(x), who, self.timeout), len(u8), f"{spec}.{spec_of_kind.method}",
+                                   probability=spec_of_kind.output == "probability", unit_norm=spec_of_kind.output == "unit-norm")
                 timings[f"score:{spec}"] += time.perf_counter() - t0
             except StageError as exc:
                 if exc.who is not None and exc.who != who:  # the images failed, not the evaluator
