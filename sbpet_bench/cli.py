@@ -84,7 +84,7 @@ def run(
     informed: Optional[bool] = typer.Option(None, "--informed/--no-informed",
                                             help="Train informed attackers' classifiers on protected faces [default: on]."),
     informed_per_class: Optional[int] = typer.Option(None, help="Training images per gender for informed classifiers "
-                                                              "(default: --train-per-class)."),
+                                                              "that every PET protects [default: 500]."),
     informed_classifiers: Optional[str] = typer.Option(None, help="Classifiers trained for the informed tier (default: built-in)."),
     ray_workers: Optional[int] = typer.Option(None, help="Ray worker processes for --executor ray (default: ray's choice)."),
 ) -> None:

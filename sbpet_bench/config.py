@@ -62,7 +62,9 @@ class RunConfig:
     privacy_by: str | None = None  # the classifier whose privacy AUC the plot and equal-privacy table use; None = worst case
     split: str = "test"  # the evaluation split: "test", or "dev" to tune without touching the test faces
     informed: bool = True  # also train informed attackers' classifiers on protected training faces
-    informed_per_class: int | None = None  # training images per gender for informed classifiers; None = train_per_class
+    # Training images per gender that every PET protects for the informed tier (None = the whole training
+    # split). 500 keeps the tier's cost near one more evaluation set; probes need no more to find a cue.
+    informed_per_class: int | None = 500
     informed_classifiers: list[str] | None = None  # trainable classifiers of the informed tier; None = the defaults
     ray_workers: int | None = None  # Ray actors (one per CPU by default)
 
