@@ -8,6 +8,7 @@ by name and batch and goes on. Only the user's Ctrl-C (``KeyboardInterrupt``) st
 from __future__ import annotations
 
 import re
+import signal
 import threading
 from typing import Any, Callable, TypeVar
 
@@ -49,39 +50,50 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name, options
 
 
+class _Timeout(BaseException):
+    """Raised inside plugin code by the alarm; a BaseException so that plugins' ``except Exception`` lets it pass."""
+
+
+_alarm_armed = False  # one alarm at a time: a plugin calling another (a fit asking for its probe) stays under the outer one
+
+
 def guarded(fn: Callable[[], T], who: tuple[str, str], timeout: float | None, *, grad: bool = False) -> T:
     """Run plugin code ``fn``; exceptions and a timeout become a StageError naming ``who``.
 
-    With a timeout the call runs in a daemon thread: Python cannot kill a thread, so a plugin that
-    never returns is abandoned (the run marks it failed and never calls it again) instead of
-    hanging the run. Gradient mode is thread-local, hence set inside the thread.
+    The timeout is an interval-timer alarm whose handler raises inside the plugin's Python code, so
+    a plugin that never returns is unwound (not abandoned in a thread: native libraries such as
+    triton abort when first imported off the main thread). Signals reach only the main thread;
+    elsewhere (e.g. a Ray worker's thread) the call runs without a timeout.
     """
-    box: dict[str, Any] = {}
+    global _alarm_armed
+    use_alarm = bool(timeout and timeout > 0 and not _alarm_armed and hasattr(signal, "setitimer")
+                     and threading.current_thread() is threading.main_thread())
 
-    def target() -> None:
-        try:
-            with torch.set_grad_enabled(grad):
-                box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin is a plugin failure too
-            box["error"] = exc
+    def on_alarm(signum, frame):  # noqa: ARG001
+        raise _Timeout()
 
-    if timeout is None or timeout <= 0:
-        target()
-    else:
-        thread = threading.Thread(target=target, daemon=True, name=f"sbpet-{who[1]}-{who[0]}")
-        thread.start()
-        thread.join(timeout)
-        if thread.is_alive():
-            raise StageError(f"{who[1]} {who[0]} did not return within {timeout:g} s (--plugin-timeout); "
-                             "it is left out of the rest of the run", who, timed_out=True)
-    if "error" in box:
-        exc = box["error"]
-        if isinstance(exc, KeyboardInterrupt):
-            raise exc
-        if isinstance(exc, StageError):
-            raise StageError(exc.message, who) from None
+    previous = None
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(timeout))
+        _alarm_armed = True
+    try:
+        with torch.set_grad_enabled(grad):
+            return fn()
+    except _Timeout:
+        raise StageError(f"{who[1]} {who[0]} did not return within {timeout:g} s (--plugin-timeout); "
+                         "it is left out of the rest of the run", who, timed_out=True) from None
+    except KeyboardInterrupt:
+        raise
+    except StageError as exc:
+        raise StageError(exc.message, who, timed_out=exc.timed_out) from None
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a plugin is a plugin failure too
         raise StageError(f"{type(exc).__name__}: {exc}", who) from exc
-    return box["value"]
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            _alarm_armed = False
 
 
 def check_images(out: Any, like: torch.Tensor, who: str) -> torch.Tensor:
