@@ -107,14 +107,14 @@ def run(
             if given:  # an unset switch must not override the benchmark file
                 overrides[flag] = True
         cfg = build_config(bench, overrides)
-        # Paths first: a typo answers before torch and the plugins are imported.
+        from .pipeline import Run
+
+        runner = Run(cfg, registry=_load_registry(cfg.plugins), argv=["sbpet", *sys.argv[1:]])
+        runner.check_names()  # names and every plugin option, then the paths: all before any data is read
         for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
             if path and not Path(path).exists():
                 raise ConfigError(f"{flag} {path}: no such folder or file")
-        from .pipeline import run as run_pipeline
-
-        registry = _load_registry(cfg.plugins)
-        run_pipeline(cfg, argv=["sbpet", *sys.argv[1:]], registry=registry)
+        runner.execute()
     except USER_ERRORS as exc:
         _fail(exc)
 
