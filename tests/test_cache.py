@@ -281,7 +281,7 @@ def synthetic_faces(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for gender, tint in (("male", (40, 0, 0)), ("female", (0, 0, 40))):
         (root / gender).mkdir()
-        for person in range(16):
+        for person in range(24):
             face = rng.integers(60, 200, size=(32, 32, 3))
             for shot in range(2):
                 img = np.clip(face + np.array(tint) + rng.integers(-20, 20, size=face.shape), 0, 255).astype(np.uint8)
@@ -293,9 +293,9 @@ def _config(data: Path, tmp_path: Path):
     from sbpet_bench.config import RunConfig
 
     cfg = RunConfig(data=str(data), out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), pets=["identity"],
-                    attackers=[], per_class=8, train_per_class=8, pool_per_class=4, batch_size=8, bootstrap=10,
-                    classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[], metrics=["gender"], quiet=True)
-    cfg.informed_classifiers = []  # no informed tier: it trains a CNN, and this test is about the cache
+                    attackers=[], per_class=12, train_per_class=8, pool_per_class=4, batch_size=8, bootstrap=10,
+                    classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[], metrics=["gender"], quiet=True,
+                    informed=False)  # no informed tier: it trains classifiers, and this test is about the cache
     return cfg
 
 
@@ -320,15 +320,15 @@ def test_damaged_entries_are_recomputed_through_the_pipeline(synthetic_faces, tm
 
     score = sorted((tmp_path / "cache" / "scores").rglob("*.npz"))[0]
     score.write_bytes(score.read_bytes()[:-7])  # truncated: used to crash the re-run (BadZipFile)
-    with pytest.warns(CacheWarning, match="truncated"):
-        again = run(cfg)
+    again = run(cfg)  # the run puts the cache's warnings into results.json
+    assert any("truncated" in w for w in again["warnings"])
     assert again["cache"]["misses"] == 1 and _values(again) == _values(first)
 
     fits = sorted((tmp_path / "cache" / "fit").rglob("*.pt"))
     for fit in fits:  # damaged fitted states: used to drop the evaluator silently
         fit.write_bytes(_flip_payload_byte(fit.read_bytes(), "state"))
-    with pytest.warns(CacheWarning, match="checksum"):
-        refit = run(cfg)
+    refit = run(cfg)
+    assert any("checksum" in w for w in refit["warnings"])
     assert {f"fit:{name}" for name in ("hog-logreg", "pca-pixels")} <= set(refit["timings"])
     assert _values(refit) == _values(first)
     assert run(cfg)["cache"]["misses"] == 0  # the recomputed entries were written back whole
