@@ -16,6 +16,12 @@ Figures:
   1. local img/s on the light PETs;
   2. ray with 1 worker / local on the light PETs (goal >= 0.85x on the shard phase);
   3. ray with 2 workers / 1 worker on a CPU-bound PET (goal >= 1.6x on the shard phase).
+
+Workers run the driver's thread counts (for identical floats). Figures 1 and 2 use the default
+(torch's: one thread per core). For figure 3 the driver is set to one thread first, so each worker
+runs one thread, as ``OMP_NUM_THREADS=1 sbpet run ... --executor ray`` would: two workers with
+the default thread count would run more threads than a 2-core machine has cores. For context,
+the CPU-bound PET is also timed on one worker with the default thread count.
 Times are wall-clock on whatever else the machine runs: the 1-minute load average is printed
 beside each figure. Ray runs its workers at niceness 15 by default (so its own processes stay
 responsive); on a machine shared with other work that alone gives them a smaller CPU share than
@@ -71,6 +77,15 @@ def timed_run(args: argparse.Namespace, label: str, pets: list[str], fit_cache: 
     return figures
 
 
+def single_thread() -> None:
+    """This process (the driver, whose thread counts the workers copy) down to one thread everywhere."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=lfw3d_path())
@@ -91,6 +106,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     import torch
 
+    threads = torch.get_num_threads()
     print(f"LFW3D at {args.data}: {args.per_class} per class, shards of {args.shard_size}, {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}, {load()}")
 
@@ -112,8 +128,10 @@ def main() -> None:
         local = timed_run(args, "local", light, fit_cache)
         ray1 = timed_run(args, "ray-1", light, fit_cache, executor="ray", ray_workers=1)
         print(f"CPU-bound PET ({args.cpu_pet}):")
-        heavy1 = timed_run(args, "ray-1-cpu", heavy, fit_cache, executor="ray", ray_workers=1)
-        heavy2 = timed_run(args, "ray-2-cpu", heavy, fit_cache, executor="ray", ray_workers=2)
+        context = timed_run(args, f"ray-1-{threads}-threads", heavy, fit_cache, executor="ray", ray_workers=1)
+        single_thread()
+        heavy1 = timed_run(args, "ray-1-1-thread", heavy, fit_cache, executor="ray", ray_workers=1)
+        heavy2 = timed_run(args, "ray-2-1-thread", heavy, fit_cache, executor="ray", ray_workers=2)
     finally:
         ray.shutdown()
     print()
@@ -122,7 +140,8 @@ def main() -> None:
     print(f"  2. ray 1 worker / local, light PETs:    {ray1['img_s'] / local['img_s']:6.2f}x  (goal >= 0.85x; end to end "
           f"{local['end_to_end_s'] / ray1['end_to_end_s']:.2f}x)  [load avg {ray1['load']:.1f}]")
     print(f"  3. ray 2 workers / 1 worker, {args.cpu_pet}:   {heavy2['img_s'] / heavy1['img_s']:6.2f}x  (goal >= 1.6x; end to end "
-          f"{heavy1['end_to_end_s'] / heavy2['end_to_end_s']:.2f}x)  [load avg {heavy2['load']:.1f}]")
+          f"{heavy1['end_to_end_s'] / heavy2['end_to_end_s']:.2f}x; one thread per worker)  [load avg {heavy2['load']:.1f}]")
+    print(f"     against 1 worker with {threads} threads:  {heavy2['img_s'] / context['img_s']:6.2f}x  [load avg {context['load']:.1f}]")
     print("  (the pre-rewrite pipeline is not part of the repository, so no ratio against it is printed)")
     if scratch is not None:
         scratch.cleanup()
