@@ -138,16 +138,16 @@ def stop_after(n: int):
 
 def test_training_resumes_from_checkpoint(tmp_path):
     # uninterrupted: 7 steps (the lr schedule spans the whole budget)
-    whole = make(tmp_path / "whole", steps=7)
+    whole = make(tmp_path / "whole", steps=7, lr_decay=0.5)
     whole.fit(faces(), faces(4))
     # killed after 4 steps (checkpoints every 3: step 4 is lost), then started again with the same budget
-    part = make(tmp_path / "part", steps=7)
+    part = make(tmp_path / "part", steps=7, lr_decay=0.5)
     part.context.progress = stop_after(4)
     with pytest.raises(KeyboardInterrupt):
         part.fit(faces(), faces(4))
     ckpt = torch.load(tmp_path / "part" / "work" / CHECKPOINT_FILE, weights_only=True)
     assert ckpt["step"] == 3
-    resumed = make(tmp_path / "part", steps=7)
+    resumed = make(tmp_path / "part", steps=7, lr_decay=0.5)
     resumed.fit(faces(), faces(4))
     assert resumed.steps_done == 7
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):

@@ -56,7 +56,7 @@ class TrainConfig:
     w_prox: float = 5.0
     w_tv: float = 0.0
     augment: float = 1.0
-    lr_decay: float = 1 / 3  # the last third of the steps lowers lr linearly to zero (StarGAN's schedule shape)
+    lr_decay: float = 0.0  # share of the last steps over which lr falls linearly to zero (0 = constant)
     precision: str = "bf16"
     seed: int = 0
 
