@@ -128,7 +128,7 @@ def test_killed_run_resumes_with_identical_metrics(small_data, tmp_path):
         "@hookimpl\ndef sbpet_register_pets():\n    return [Slow]\n")
     args = ["--pets", "slow-noise", "--data", str(small_data), "--per-class", "24", "--train-per-class", "40",
             "--pool-per-class", "8", "--batch-size", "4", "--bootstrap", "20", "--classifiers", "hog-logreg",
-            "--verifiers", "pca-pixels", "--featurizers", "", "--plugin", str(slow), "--quiet"]
+            "--verifiers", "pca-pixels", "--featurizers", "", "--plugin", str(slow), "--quiet", "--no-informed"]
     cmd = [sys.executable, "-m", "sbpet_bench.cli", "run", *args]
     resumed = tmp_path / "resumed"
     proc = subprocess.Popen(cmd + ["--out", str(resumed), "--cache-dir", str(tmp_path / "cache-a")], start_new_session=True)
