@@ -22,11 +22,14 @@ Workers run the driver's thread counts (for identical floats). Figures 1 and 2 u
 runs one thread, as ``OMP_NUM_THREADS=1 sbpet run ... --executor ray`` would: two workers with
 the default thread count would run more threads than a 2-core machine has cores. For context,
 the CPU-bound PET is also timed on one worker with the default thread count.
-Times are wall-clock on whatever else the machine runs: the 1-minute load average is printed
-beside each figure. Ray runs its workers at niceness 15 by default (so its own processes stay
-responsive); on a machine shared with other work that alone gives them a smaller CPU share than
-the local run's niceness-0 process. To time the executor rather than the priority, the benchmark's
-workers run at the driver's niceness (``--ray-niceness 0``; pass 15 for Ray's default).
+
+"busy" is the share of workers x shard time spent inside the shards (decoding, PETs, attackers,
+evaluators); the rest went to dispatch, transfer and merging. Times are wall-clock on whatever
+else the machine runs: the 1-minute load average is printed beside each figure. Ray runs its
+workers at niceness 15 by default (so its own processes stay responsive); on a machine shared with
+other work that alone gives them a smaller CPU share than the local run's niceness-0 process. To
+time the executor rather than the priority, the benchmark's workers run at the driver's niceness
+(``--ray-niceness 0``; pass 15 for Ray's default).
 """
 
 from __future__ import annotations
@@ -67,13 +70,17 @@ def timed_run(args: argparse.Namespace, label: str, pets: list[str], fit_cache: 
     n = results["dataset"]["n_eval"]
     shards = t.get("ray: shards", t["execute"])
     start = t.get("ray: start workers", 0.0)
+    # Seconds the workers spent inside the shards (decoding, PETs, attackers, evaluators), over workers x wall time:
+    # how little of the shard phase went to dispatch, transfer and merging, whatever the machine's load.
+    busy = sum(v for k, v in t.items() if k == "decode" or k.startswith(("pet:", "attacker:", "score:")))
     figures = {"n": n, "shards_s": shards, "start_s": start, "end_to_end_s": t["execute"], "img_s": n / shards,
-               "load": (load_before + os.getloadavg()[0]) / 2}
+               "load": (load_before + os.getloadavg()[0]) / 2, "busy": busy / (kw.get("ray_workers", 1) * shards)}
     failed = [c["pet"] for c in results["conditions"] if c["status"] != "ok"]
     if failed or results["errors"]:
         print(f"  warning: {label}: failed conditions {failed}, errors {[e['message'] for e in results['errors']][:3]}")
     print(f"  {label:<22} {n} images  shards {shards:7.1f} s  {figures['img_s']:6.2f} img/s"
-          + (f"  (+ {start:.1f} s starting workers)" if start else "") + f"  [load avg {figures['load']:.1f}]")
+          + f"  busy {figures['busy']:4.0%}" + (f"  (+ {start:.1f} s starting workers)" if start else "")
+          + f"  [load avg {figures['load']:.1f}]")
     return figures
 
 

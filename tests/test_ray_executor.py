@@ -179,15 +179,14 @@ def test_a_plugin_that_cannot_load_on_a_worker_stops_the_run_naming_it(ray_clust
     assert "docs/distributed.md" in message
 
 
-def test_a_killed_ray_run_resumes_from_the_cache(ray_cluster, small_data, tmp_path, probe, registry):
+def test_a_killed_ray_run_resumes_from_the_cache(ray_cluster, small_data, tmp_path, probe, capsys):
     args = ["--pets", "slow-noise", "--data", str(small_data), "--per-class", "24", "--train-per-class", "40",
             "--pool-per-class", "8", "--batch-size", "4", "--bootstrap", "20", "--classifiers", "hog-logreg",
             "--verifiers", "pca-pixels", "--featurizers", "", "--no-informed", "--plugin", str(probe),
-            "--executor", "ray", "--ray-address", ray_cluster, "--ray-workers", "2"]
-    cmd = [sys.executable, "-m", "sbpet_bench.cli", "run", *args, "--out", str(tmp_path / "resumed"),
-           "--cache-dir", str(tmp_path / "cache")]
+            "--executor", "ray", "--ray-address", ray_cluster, "--ray-workers", "2", "--quiet",
+            "--out", str(tmp_path / "resumed"), "--cache-dir", str(tmp_path / "cache")]
     with open(tmp_path / "killed.err", "w") as err:
-        proc = subprocess.Popen(cmd + ["--quiet"], start_new_session=True, stderr=err)
+        proc = subprocess.Popen([sys.executable, "-m", "sbpet_bench.cli", "run", *args], start_new_session=True, stderr=err)
         images = tmp_path / "cache" / "images"
         deadline = time.time() + 300
         while time.time() < deadline and (not images.exists() or len(list(images.rglob("*.npz"))) < 4):
@@ -199,15 +198,20 @@ def test_a_killed_ray_run_resumes_from_the_cache(ray_cluster, small_data, tmp_pa
     assert 4 <= done_before < 12, done_before  # killed half-way: 12 shards in all
     quiet_err = (tmp_path / "killed.err").read_text()
     assert "eta" not in quiet_err and "ray" not in quiet_err.lower(), quiet_err  # --quiet: no progress, no Ray log lines
-    # Re-run (with the progress display): the finished shards come from the cache.
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
+
+    def cfg(out: str, cache: str, **kw) -> RunConfig:  # the command line's run, as a configuration
+        return RunConfig(data=str(small_data), out=str(tmp_path / out), cache_dir=str(tmp_path / cache), pets=["slow-noise"],
+                         per_class=24, train_per_class=40, pool_per_class=8, batch_size=4, bootstrap=20,
+                         classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[], informed=False,
+                         plugins=[str(probe)], **kw)
+
+    # The same run again, on Ray with the progress display: the finished shards come from the cache.
+    capsys.readouterr()
+    resumed = run(cfg("resumed", "cache", executor="ray", ray_workers=2), registry=load_registry([str(probe)]))
+    shown = capsys.readouterr().err
     assert resumed["cache"]["hits"] >= done_before
-    assert "protect slow-noise" in rerun.stderr and "48/48" in rerun.stderr  # one display, aggregated over the workers
+    assert "protect slow-noise" in shown and "48/48" in shown and "eta" in shown  # one display, aggregated over the workers
+    assert "ray: 2 workers ready" in shown
     # A clean local run measures the same.
-    clean = run(RunConfig(data=str(small_data), out=str(tmp_path / "clean"), cache_dir=str(tmp_path / "clean-cache"),
-                          pets=["slow-noise"], per_class=24, train_per_class=40, pool_per_class=8, batch_size=4,
-                          bootstrap=20, classifiers=["hog-logreg"], verifiers=["pca-pixels"], featurizers=[],
-                          informed=False, plugins=[str(probe)], quiet=True), registry=load_registry([str(probe)]))
+    clean = run(cfg("clean", "clean-cache", quiet=True), registry=load_registry([str(probe)]))
     assert json.dumps(resumed["conditions"], sort_keys=True) == json.dumps(clean["conditions"], sort_keys=True)

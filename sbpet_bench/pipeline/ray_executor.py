@@ -108,6 +108,10 @@ def _blas_pools() -> tuple[tuple[str, int], ...]:
     return tuple(sorted({(p["prefix"], int(p["num_threads"])) for p in threadpool_info()}))
 
 
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 # --------------------------------------------------------------------------- what a worker needs
 
 
@@ -222,7 +226,7 @@ class ShardWorker:
             self.warnings.append(message)
 
     def ready(self) -> dict[str, Any]:
-        return {"host": self.host, "pid": self.pid, "problems": list(self.problems),
+        return {"host": self.host, "pid": self.pid, "cpus": _usable_cpus(), "problems": list(self.problems),
                 "threads": None if self.threads is None else (self.threads.torch, self.threads.interop, self.threads.pools)}
 
     def run(self, shard_index: int, skip: Sequence[str], dead: Sequence[tuple[str, str]]) -> tuple[ShardResult, dict[str, Any]]:
@@ -313,6 +317,7 @@ class RayExecutor:
             hosts = Counter(r["host"] for r in self.workers_info)
             self.log(f"ray: {workers} worker{'s' * (workers != 1)} ready in {self.timings['ray: start workers']:.0f} s on "
                      + ", ".join(f"{h} (x{k})" for h, k in sorted(hosts.items())))
+            self.note_oversubscription(spec.threads, hosts)
             t0 = time.perf_counter()
             yield from self.dispatch(ray, actors, plan, runner, skip)
             self.timings["ray: shards"] = time.perf_counter() - t0  # first dispatch to last merge, as the local loop
@@ -321,6 +326,15 @@ class RayExecutor:
                 ray.kill(actor)
             if started:
                 ray.shutdown()
+
+    def note_oversubscription(self, threads: Threads, hosts: Counter) -> None:
+        """Workers run the driver's thread count; more threads than a node has cores slow every worker down."""
+        cpus = {r["host"]: r["cpus"] for r in self.workers_info}
+        crowded = [h for h, k in hosts.items() if k * threads.torch > cpus[h]]
+        if crowded:
+            self.log(f"ray: each worker runs {threads.torch} threads (the driver's, for identical floats), so "
+                     f"{', '.join(f'{hosts[h]} workers on {h} ({cpus[h]} cores)' for h in sorted(crowded))} oversubscribe it; "
+                     "for one thread per worker, start the driver with OMP_NUM_THREADS=1 (its local runs then match too)")
 
     def check_ready(self, reports: list[dict[str, Any]]) -> None:
         broken = [r for r in reports if r["problems"]]
