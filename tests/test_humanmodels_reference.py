@@ -9,9 +9,11 @@ Real models are those of the default model store (`sbpet models fetch --default`
 
 from __future__ import annotations
 
-import base64
-import copy
+import importlib.util
 import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +25,26 @@ from sbpet_humanmodels import assets
 from sbpet_humanmodels.graph import run_numpy
 from sbpet_humanmodels.loader import load_graph
 
-tf = pytest.importorskip("tensorflow", reason="the TensorFlow oracle is not installed: `uv sync --group oracle`")
+if importlib.util.find_spec("tensorflow") is None:
+    pytest.skip("the TensorFlow oracle is not installed: `uv sync --group oracle`", allow_module_level=True)
 
 TOLERANCE = 1e-4
-_PRIMITIVE = {"_FusedConv2D": "Conv2D", "FusedDepthwiseConv2dNative": "DepthwiseConv2dNative", "_FusedMatMul": "MatMul"}
-_FUSED_ONLY_ATTRS = {"fused_ops", "num_args", "epsilon", "leakyrelu_alpha", "TArgs", "num_host_args", "filter_format"}
+# TensorFlow runs in a child process: loaded into the test process it breaks torch (TF's bundled LLVM
+# and triton's, loaded by torch.optim, abort when both are in one process).
+ORACLE = Path(__file__).with_name("tf_oracle.py")
 
 
 def tensorflow_outputs(model_json: Path, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
-    """Run the model.json's GraphDef in TensorFlow (constants from our decoded weights)."""
-    from google.protobuf import json_format
-
-    spec = json.loads(model_json.read_text())
-    constants = load_graph(model_json).constants
-    nodes = []
-    for raw in copy.deepcopy(spec["modelTopology"]["node"]):
-        if raw["op"] in _PRIMITIVE:
-            fused = [base64.b64decode(v).decode() for v in raw["attr"]["fused_ops"]["list"]["s"]]
-            assert fused[0] == "BiasAdd" and len(fused) <= 2, fused
-            attrs = {k: v for k, v in raw["attr"].items() if k not in _FUSED_ONLY_ATTRS}
-            x, w, b = raw["input"][:3]
-            name, t = raw["name"], {"T": attrs["T"]}
-            nodes.append({"name": f"{name}/primitive", "op": _PRIMITIVE[raw["op"]], "input": [x, w], "attr": attrs})
-            biased = f"{name}/bias" if len(fused) == 2 else name
-            nodes.append({"name": biased, "op": "BiasAdd", "input": [f"{name}/primitive", b], "attr": t})
-            if len(fused) == 2:
-                nodes.append({"name": name, "op": fused[1], "input": [biased], "attr": t})
-            continue
-        if raw["op"] == "Const":
-            proto = tf.make_tensor_proto(constants[raw["name"]])
-            raw["attr"]["value"] = {"tensor": json.loads(json_format.MessageToJson(proto))}
-        nodes.append(raw)
-    graph_def = json_format.ParseDict({"node": nodes}, tf.compat.v1.GraphDef())
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-    with tf.compat.v1.Session(graph=graph) as session:
-        return session.run([f"{o}:0" for o in outputs], {f"{k}:0": v for k, v in feeds.items()})
+    """Run the model.json's GraphDef in TensorFlow (constants from our decoded weights), in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        names = list(feeds)
+        np.savez(Path(tmp) / "feeds.npz", *[feeds[n] for n in names])
+        request = {"model": str(model_json), "feeds": names, "outputs": outputs, "out": str(Path(tmp) / "out.npz")}
+        done = subprocess.run([sys.executable, str(ORACLE), json.dumps(request), str(Path(tmp) / "feeds.npz")],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"the TensorFlow oracle failed:\n{done.stderr[-3000:]}"
+        with np.load(Path(tmp) / "out.npz") as got:
+            return [got[f"arr_{i}"] for i in range(len(outputs))]
 
 
 def assert_same(model_json: Path, outputs: list[str], x: np.ndarray) -> None:
