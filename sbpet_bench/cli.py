@@ -107,14 +107,9 @@ def run(
             if given:  # an unset switch must not override the benchmark file
                 overrides[flag] = True
         cfg = build_config(bench, overrides)
-        from .pipeline import Run
+        from . import pipeline
 
-        runner = Run(cfg, registry=_load_registry(cfg.plugins), argv=["sbpet", *sys.argv[1:]])
-        runner.check_names()  # names and every plugin option, then the paths: all before any data is read
-        for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
-            if path and not Path(path).exists():
-                raise ConfigError(f"{flag} {path}: no such folder or file")
-        runner.execute()
+        pipeline.run(cfg, argv=["sbpet", *sys.argv[1:]], registry=_load_registry(cfg.plugins))
     except USER_ERRORS as exc:
         _fail(exc)
 

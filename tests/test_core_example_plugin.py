@@ -26,11 +26,11 @@ def test_example_package_installs_and_runs(small_data, tmp_path):
     assert example and "sbpet_example_pet" in example[0]["origin"] and "strength" in example[0]["options"]
     out = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "sbpet_bench.cli", "run", "--pets", "example", "--data", str(small_data),
-                    "--per-class", "8", "--train-per-class", "30", "--pool-per-class", "4", "--bootstrap", "10",
+                    "--per-class", "12", "--train-per-class", "30", "--pool-per-class", "4", "--bootstrap", "10", "--no-informed",
                     "--classifiers", "hog-logreg", "--verifiers", "pca-pixels", "--featurizers", "",
                     "--option", "example.strength=1.0", "--out", str(out), "--quiet"], env=env, check=True, timeout=600)
     results = json.loads((out / "results.json").read_text())
     cond = [c for c in results["conditions"] if c["pet"] == "example"][0]
-    assert cond["status"] == "ok" and cond["n_images"] == 16
+    assert cond["status"] == "ok" and cond["n_images"] == 24
     diag = [json.loads(line) for line in (out / "diagnostics.jsonl").read_text().splitlines()]
-    assert len(diag) == 16 and all("input_saturation" in d for d in diag)
+    assert len(diag) == 24 and all("input_saturation" in d for d in diag)

@@ -356,7 +356,10 @@ class Run:
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.perf_counter()
-        self.check_names()
+        self.check_names()  # names and every plugin option, then the paths: all before any data is read
+        for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
+            if path and not Path(path).exists():
+                raise ConfigError(f"{flag} {path}: no such folder or file")
         if getattr(cfg, "dry_run", False):
             return self.dry_run()
         from ..locks import out_lock
