@@ -9,7 +9,15 @@ from sbpet_privacyprober import sbpet_register_attackers
 from sbpet_privacyprober.attackers import PPAutoencoder, PPDenoiser, PPInpainter, PPNonLocalMeans, noise_sigma
 from sbpet_privacyprober.degrade import KINDS, patch_masks, random_degradation
 
-torch.set_num_threads(1)  # small nets: one thread is faster and leaves the other core free
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small nets: one thread is faster and leaves the other core free (restored after, for the other tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 TINY = {"steps": 4, "batch_size": 4, "width": 8}
 LEARNED = (PPAutoencoder, PPDenoiser, PPInpainter)
 

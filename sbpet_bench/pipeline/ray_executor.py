@@ -84,19 +84,19 @@ class Threads:
         """Set this process's pools to these counts; returns what they are afterwards."""
         import torch
 
-        torch.set_num_threads(self.torch)
-        if torch.get_num_interop_threads() != self.interop:
-            try:
-                torch.set_num_interop_threads(self.interop)
-            except RuntimeError:  # only possible before the first inter-op work; a fresh actor has done none
-                pass
-        if self.pools:
+        if self.pools:  # first: torch's own OpenMP pool is among them, and torch's count below must win
             try:
                 from threadpoolctl import threadpool_limits
             except ImportError:
                 pass
             else:
                 threadpool_limits(limits=dict(self.pools))
+        torch.set_num_threads(self.torch)
+        if torch.get_num_interop_threads() != self.interop:
+            try:
+                torch.set_num_interop_threads(self.interop)
+            except RuntimeError:  # only possible before the first inter-op work; a fresh actor has done none
+                pass
         return Threads.of_this_process()
 
 
