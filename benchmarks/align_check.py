@@ -1,7 +1,7 @@
 """Alignment throughput, share of faces found, and residual roll after alignment.
 
-    uv run python benchmarks/make_wild_standin.py --src ../shared/data/lfw3d --out /tmp/wild --seed 0 --per-class 400
-    uv run python benchmarks/align_check.py --lfw3d ../shared/data/lfw3d --standin /tmp/wild --lfw3d-count 400
+    uv run python benchmarks/make_wild_standin.py --src ../shared/data/lfw3d --out runs/data/lfw3d-wild --seed 0 --per-class 400
+    uv run python benchmarks/align_check.py --lfw3d ../shared/data/lfw3d --standin runs/data/lfw3d-wild --lfw3d-count 400
 
 For LFW3D and for a stand-in (``sbpet_bench.standin``), every image goes through the aligner at
 ``--size`` (tight crop). Printed per data set: images per second (detection, landmarks and warp,

@@ -1,6 +1,6 @@
 """Make the in-the-wild stand-in from LFW3D (see sbpet_bench/standin.py for what it does).
 
-    uv run python benchmarks/make_wild_standin.py --src ../shared/data/lfw3d --out /tmp/wild --seed 0 --per-class 400
+    uv run python benchmarks/make_wild_standin.py --src ../shared/data/lfw3d --out runs/data/lfw3d-wild --seed 0 --per-class 400
 
 The output is in the lfw layout (``sbpet run --data OUT`` reads it) plus ``standin.json`` with
 every image's parameters. Never write it inside the repository.
