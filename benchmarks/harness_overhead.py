@@ -35,7 +35,7 @@ BATCH = 64
 
 def _cfg(data: str, out: Path, cache: Path, **kw) -> RunConfig:
     return RunConfig(data=data, out=str(out), cache_dir=str(cache), pets=["identity"], classifiers=["hog-logreg"],
-                     verifiers=["pca-pixels"], featurizers=[], per_class=1000, batch_size=BATCH, bootstrap=200,
+                     verifiers=["pca-pixels"], featurizers=[], per_class=600, batch_size=BATCH, bootstrap=200,
                      quiet=True, device="cpu", informed=False, **kw)  # the harness's own cost, not the informed tier's
 
 
@@ -51,7 +51,7 @@ def overhead_and_rerun(data: str, work: Path) -> None:
     t0 = time.perf_counter()
     results = harness.execute()
     first_wall = time.perf_counter() - t0
-    streamed = first_wall - results["timings"]["metrics"]  # the part that does the same work as the direct loop
+    streamed = results["timings"]["execute"]  # the streaming phase: the same work as the direct loop below
 
     # The same computations, called directly: decode, protect, score originals and protected images.
     host = harness.setup()
@@ -74,7 +74,7 @@ def overhead_and_rerun(data: str, work: Path) -> None:
     direct = time.perf_counter() - t0
     n = len(eval_set.records)
     print(f"[1] images: {n}; direct: {n / direct:.1f} img/s ({direct:.2f} s); sbpet run: {n / streamed:.1f} img/s "
-          f"({streamed:.2f} s without metrics, {first_wall:.2f} s with); throughput ratio = {direct / streamed:.2f} (goal >= 0.8)")
+          f"({streamed:.2f} s streaming, {first_wall:.2f} s with set-up, metrics and reports); throughput ratio = {direct / streamed:.2f} (goal >= 0.8)")
 
     # A fully cached re-run of a whole first run (with fitting) in a fresh cache.
     cold_cache = work / "cache-cold"
@@ -97,7 +97,7 @@ def _peak_rss_mb(data: str, work: Path, name: str, per_class: str, extra: list[s
         "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     args = ["run", "--pets", "identity", "--classifiers", "hog-logreg", "--verifiers", "pca-pixels", "--featurizers", "",
             "--data", data, "--per-class", per_class, "--batch-size", str(BATCH), "--bootstrap", "200", "--device", "cpu",
-            "--out", str(out), "--cache-dir", str(work / f"cache-{name}"), "--quiet", *extra]
+            "--out", str(out), "--cache-dir", str(work / f"cache-{name}"), "--quiet", "--no-informed", *extra]
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     peak_kb = int(proc.stdout.strip().split("PEAK")[-1])
     n = json.loads((out / "results.json").read_text())["dataset"]["n_eval"]

@@ -176,6 +176,7 @@ class ShardRunner:
         plugins = {f"{kind}:{spec}": (kind, spec, p) for (kind, spec), p in self.evaluators.items()}
         for label, p in self.informed.get(cond.key, {}).items():
             plugins[f"classifier:{label}"] = ("classifier", label, p)
+        full = None
         for label, (kind, spec, plugin) in plugins.items():
             spec_of_kind = PLUGIN_KINDS[kind]
             store = spec_of_kind.scores
@@ -189,7 +190,10 @@ class ShardRunner:
                     raise StageError(f"{kind} {spec} timed out earlier in this run", who)
                 u8 = loader()
                 t0 = time.perf_counter()
-                x = resize(uint8_to_tensor(u8, self.device), plugin.input_size)
+                if full is None or full[0] is not u8:  # one float copy per image set, shared by its evaluators
+                    full = (u8, uint8_to_tensor(u8, self.device))
+                x = resize(full[1], plugin.input_size)
+                x = x.clone() if x is full[1] else x  # a plugin that writes into its input must not reach the next one
                 method = getattr(plugin, spec_of_kind.method)
                 arr = check_scores(guarded(lambda: method(x), who, self.timeout), len(u8), f"{spec}.{spec_of_kind.method}",
                                    probability=spec_of_kind.output == "probability", unit_norm=spec_of_kind.output == "unit-norm")
