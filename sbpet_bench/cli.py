@@ -56,7 +56,7 @@ def run(
     metrics: Optional[str] = typer.Option(None, help="Metrics (default: all installed)."),
     data: Optional[str] = typer.Option(None, help="Data folder or manifest, e.g. ../shared/data/lfw3d."),
     source: Optional[str] = typer.Option(None, help="Dataset source (default: detected from the layout)."),
-    per_class: Optional[str] = typer.Option(None, "--per-class", help="Evaluation images per gender, or 'all' [default: 1000]."),
+    per_class: Optional[str] = typer.Option(None, "--per-class", help="Evaluation images per gender, or 'all' [default: 500]."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling, splits, pairs and plugins [default: 0]."),
     max_per_identity: Optional[int] = typer.Option(None, help="Evaluation images per identity, 0 = no limit [default: 2]."),
     train_per_class: Optional[int] = typer.Option(None, help="Training images per gender [default: 1000]."),
@@ -151,7 +151,7 @@ def list_plugins(
 def train(
     name: str = typer.Argument(..., help="A plugin that fits, e.g. privacynet, pp-a, hog-logreg."),
     data: str = typer.Option(..., help="Data folder, e.g. ../shared/data/lfw3d."),
-    per_class: Optional[str] = typer.Option(None, "--per-class", help="As in `sbpet run`: decides the split [default: 1000]."),
+    per_class: Optional[str] = typer.Option(None, "--per-class", help="As in `sbpet run`: decides the split [default: 500]."),
     seed: Optional[int] = typer.Option(None, help="[default: 0]"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda [default: auto]."),
     option: List[str] = typer.Option([], "--option", "-o", help="PLUGIN.OPTION=VALUE, repeatable."),
