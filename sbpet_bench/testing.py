@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .api import FEMALE, MALE, FaceBatch, FaceRecord, GenderClassifier, PluginContext, PluginUnavailable, Verifier
+from .api import FEMALE, MALE, FaceBatch, FaceRecord, GenderClassifier, PluginContext, PluginUnavailable, Verifier, resize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,18 +38,13 @@ class InMemoryFaceSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def _resize(self, images: torch.Tensor, size: int | None) -> torch.Tensor:
-        if size is None or images.shape[-1] == size and images.shape[-2] == size:
-            return images
-        return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
     def batches(self, batch_size: int, size: int | None = None) -> Iterator[FaceBatch]:
         for start in range(0, len(self), batch_size):
             sl = slice(start, start + batch_size)
-            yield FaceBatch(self._resize(self.images[sl], size), self.genders[sl], self.identities[sl], self.ids[sl])
+            yield FaceBatch(resize(self.images[sl], size), self.genders[sl], self.identities[sl], self.ids[sl])
 
     def all(self, size: int | None = None) -> FaceBatch:
-        return FaceBatch(self._resize(self.images, size), self.genders, self.identities, self.ids)
+        return FaceBatch(resize(self.images, size), self.genders, self.identities, self.ids)
 
 
 def load_lfw3d_sample(per_class: int = 20, seed: int = 0, root: Path | None = None, skip: int = 0) -> InMemoryFaceSet:

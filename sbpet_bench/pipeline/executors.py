@@ -39,7 +39,7 @@ class LocalExecutor:
 
 def executor_for(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Executor:
     """The executor ``cfg.executor`` names; ``log`` receives its one-line notices (e.g. workers starting)."""
-    name = getattr(cfg, "executor", "local") or "local"
+    name = cfg.executor
     if name == "local":
         return LocalExecutor()
     if name == "ray":

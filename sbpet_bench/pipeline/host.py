@@ -36,7 +36,7 @@ class PluginHost:
         self.user_options = cfg.plugin_options()
         self.instances: dict[tuple[str, str, str, str], tuple[Plugin, str]] = {}
         self.timings: dict[str, float] = defaultdict(float)
-        self.timeout = getattr(cfg, "plugin_timeout", None)
+        self.timeout = cfg.plugin_timeout
 
     # ---- identity of a plugin configuration
 

@@ -114,9 +114,9 @@ class Run:
                 self.warnings.append(f"options for {plugin!r} are set, but it is not named in this run")
 
     def informed_specs(self) -> list[str]:
-        if not getattr(self.cfg, "informed", True):
+        if not self.cfg.informed:
             return []
-        specs = getattr(self.cfg, "informed_classifiers", None)
+        specs = self.cfg.informed_classifiers
         if specs is None:
             return [s for s in DEFAULT_INFORMED_CLASSIFIERS if s in self.registry.entries["classifier"]]
         return list(specs)
@@ -360,7 +360,7 @@ class Run:
         for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
             if path and not Path(path).exists():
                 raise ConfigError(f"{flag} {path}: no such folder or file")
-        if getattr(cfg, "dry_run", False):
+        if cfg.dry_run:
             return self.dry_run()
         from ..locks import out_lock
 
@@ -380,7 +380,7 @@ class Run:
         return {"plan": summary, "tasks": tasks}
 
     def shard_size(self) -> int:
-        return int(getattr(self.cfg, "shard_size", None) or self.cfg.batch_size)
+        return int(self.cfg.shard_size or self.cfg.batch_size)
 
     def estimate(self, tasks: list[dict[str, Any]]) -> float | None:
         """Seconds the uncached tasks will take, from the per-image rates that earlier runs left in the cache."""
@@ -441,9 +441,9 @@ class Run:
         return results
 
     def informed_tier(self, host: PluginHost, eval_set: DiskFaceSet) -> InformedTier:
-        if not getattr(self.cfg, "informed", True):
+        if not self.cfg.informed:
             return InformedTier()
-        records = informed_subset(self.splits.train, getattr(self.cfg, "informed_per_class", None), self.cfg.seed)
+        records = informed_subset(self.splits.train, self.cfg.informed_per_class, self.cfg.seed)
         train_set = DiskFaceSet(records, self.image_size, host.device)
         verifiers = {n: v for (k, n), v in self.evaluators.items() if k == "verifier"}
         return build_informed_tier(
