@@ -123,6 +123,10 @@ class SplitSpec:
     # Which evaluation sample: "dev" (the first draw, for tuning) or "test" (the second, for published
     # results). Both are always drawn, so training and pool never contain a person of either.
     split: str = "test"
+    # 2: training and pool are split per gender. Version 1 took the first 30 % of the remaining identities
+    # for the pool, but the evaluation walk had used up the women at the front of that order, so at
+    # --per-class 500 on LFW3D the pool held no woman at all. Part of the key, so no old split is reused.
+    method: int = 2
 
 
 @dataclass
@@ -183,6 +187,21 @@ def _take_balanced(identities: list[str], by_identity: dict[str, list[FaceRecord
     return taken, used
 
 
+def _partition_by_gender(identities: list[str], by_identity: dict[str, list[FaceRecord]],
+                         fraction: float) -> tuple[list[str], list[str]]:
+    """The first ``fraction`` of each gender's identities (in the given order), and the rest.
+
+    Per gender because the evaluation draws leave the remaining identities ordered by gender: they walk
+    the shuffled order until both quotas are met, taking every woman but skipping men once the men's
+    quota is full, so the front of what is left is almost all men.
+    """
+    by_gender: dict[int, list[str]] = defaultdict(list)
+    for identity in identities:
+        by_gender[by_identity[identity][0].gender].append(identity)
+    first = {i for ids in by_gender.values() for i in ids[: int(round(len(ids) * fraction))]}
+    return [i for i in identities if i in first], [i for i in identities if i not in first]
+
+
 def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
     """Seeded, gender-balanced evaluation sample plus identity-disjoint training and candidate-pool splits."""
     skipped: list[dict[str, str]] = []
@@ -206,8 +225,7 @@ def split(records: Sequence[FaceRecord], spec: SplitSpec) -> Splits:
         in_test = set(test_ids)
         rest = [i for i in rest if i not in in_test]
         eval_recs = dev_recs if spec.split == "dev" else test_recs
-        n_pool = int(round(len(rest) * spec.pool_fraction))
-        pool_ids, train_ids = rest[:n_pool], rest[n_pool:]
+        pool_ids, train_ids = _partition_by_gender(rest, by_identity, spec.pool_fraction)
         train_recs, _ = _take_balanced(train_ids, by_identity, spec.train_per_class, 0, rng, skipped, checked)
         pool_recs, _ = _take_balanced(pool_ids, by_identity, spec.pool_per_class, 0, rng, skipped, checked)
         for gender, label in ((MALE, "male"), (FEMALE, "female")):

@@ -347,3 +347,16 @@ def test_dev_and_test_samples_are_identity_disjoint_and_share_the_training_split
     assert sum(r.gender == MALE for r in test.eval) == 60 == sum(r.gender == FEMALE for r in dev.eval)
     with pytest.raises(ConfigError, match="--split dev needs"):
         split(records, SplitSpec(per_class=None, split="dev"))
+
+
+def test_default_sizes_leave_both_genders_in_training_and_pool(registry, lfw3d, monkeypatch):
+    """The main job's sizes on LFW3D (--per-class 500): the evaluation draws use up the women at the front
+    of the shuffled identity order, so a pool cut from the front of what is left had no woman at all."""
+    monkeypatch.setattr("sbpet_bench.data.load_image", lambda path, size=None: None)  # decoding is not the point
+    records, _ = registry.get("dataset", "lfw").create({}, None).read(str(lfw3d))
+    s = split(records, SplitSpec(per_class=500, seed=0, train_per_class=1000, pool_per_class=500))
+    for part in (s.train, s.pool):
+        counts = {g: sum(r.gender == g for r in part) for g in (MALE, FEMALE)}
+        assert min(counts.values()) >= 0.4 * max(counts.values()), counts
+    ids = lambda recs: {r.identity for r in recs}  # noqa: E731
+    assert ids(s.eval).isdisjoint(ids(s.train) | ids(s.pool)) and ids(s.train).isdisjoint(ids(s.pool))
