@@ -1,0 +1,91 @@
+"""Bit-identity guard of PriDSS's pixel backend: refactors and speed-ups must not change its outputs.
+
+A fixed LFW3D batch (six faces and one flat grey image, whose face is not found) is protected with
+M=10 candidates from a small fixed pool, PriDSS's own internal models choosing among them
+(``resnet-gender-probe`` fitted on a fixed disjoint sample, ``faceapi-resnet``). The SHA-256 of the
+float32 bytes of every fusion, of the protected images and the chosen candidates must match the
+values recorded with PriDSS version 10 (before the backends were split into modules).
+
+Float results depend on torch's thread count (reductions are split per thread), so the test runs
+with one thread; they may also differ on another CPU family (other SIMD paths). When a change is
+*meant* to alter the outputs, bump ``PriDSS.version`` and record new values here in a commit of
+their own, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from sbpet_bench.api import FaceBatch
+from sbpet_bench.modelstore import ModelStore
+from sbpet_bench.testing import load_lfw3d_sample, make_context
+
+from sbpet_pridss import SHAPE_PREDICTOR
+from sbpet_pridss.plugin import PriDSS
+
+# Recorded with PriDSS version 10 on x86-64 at one torch thread.
+FUSED_SHA256 = "fe312f57827f0af876eb88215fe741bb1aeec5afbc6978982b6fc4f707730359"
+PROTECTED_SHA256 = "5e6c220185583dd8f1786478bae27055e20cb00df5b8331d8438ba7e10650c24"
+CHOSEN_IDS = ["Yang_Pao-yu_0001.jpg", "Kathie_Louise_Saunders_0001.jpg", "Jean_Carnahan_0001.jpg",
+              "Guillermo_Coria_0012.jpg", "Ariel_Sharon_0023.jpg", "Ariel_Sharon_0023.jpg", None]
+FIRST_CANDIDATES = ["Jean_Carnahan_0001.jpg", "Martha_Smith_0001.jpg", "Lucy_Liu_0001.jpg", "Kim_Clijsters_0002.jpg",
+                    "Ally_Sheedy_0001.jpg", "Kelly_Ripa_0001.jpg", "Yang_Pao-yu_0001.jpg", "Halle_Berry_0009.jpg",
+                    "Salma_Hayek_0005.jpg", "Condoleezza_Rice_0010.jpg"]
+
+
+def _sha256(t: torch.Tensor) -> str:
+    assert t.dtype == torch.float32
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.fixture()
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def internal_models(lfw3d, tmp_path_factory):
+    """The context PriDSS runs in, with its internal models from the model store (skip when absent)."""
+    from sbpet_faceapi import assets as faceapi_assets
+    from sbpet_faceapi.plugin import FaceApiResnet, ResnetGenderProbe
+
+    store = ModelStore(None, {a.name: a for a in (*faceapi_assets.ASSETS, SHAPE_PREDICTOR)})
+    needed = (*FaceApiResnet.models, *ResnetGenderProbe.models, SHAPE_PREDICTOR.name)
+    missing = [n for n in needed if not store.is_present(n)]
+    if missing:
+        pytest.skip(f"models {', '.join(missing)} not in the model store: run `sbpet models fetch --default`")
+    work = tmp_path_factory.mktemp("pridss-golden")
+    model_path = lambda name: str(store.path(name, fetch=False))  # noqa: E731
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        verifier = FaceApiResnet({}, make_context(work, model_path=model_path))
+        probe = ResnetGenderProbe({}, make_context(work, model_path=model_path, plugins={verifier.name: verifier}))
+        probe.fit(load_lfw3d_sample(per_class=20, seed=9, skip=200))
+    finally:
+        torch.set_num_threads(before)
+    return make_context(work, seed=0, model_path=model_path, plugins={verifier.name: verifier, probe.name: probe})
+
+
+def test_pixel_backend_outputs_are_bit_identical(internal_models, one_thread):
+    pet = PriDSS({"m": 10}, internal_models)
+    pet.fit(None, load_lfw3d_sample(per_class=20, seed=7, skip=100))
+    faces = load_lfw3d_sample(per_class=3, seed=3)
+    images = torch.cat([faces.images, torch.full((1, 3, 90, 90), 0.45)])
+    batch = FaceBatch(images, torch.cat([faces.genders, torch.tensor([-1])]), faces.identities + ["flat"],
+                      faces.ids + ["flat"])
+    with torch.no_grad():
+        fused = pet.fused_candidates(batch)["fused"]
+        result = pet.protect(batch)
+    assert fused.shape == (6, 10, 3, 90, 90)
+    assert result.diagnostics[0]["candidate_ids"] == FIRST_CANDIDATES
+    assert [d.get("chosen_id") for d in result.diagnostics] == CHOSEN_IDS
+    assert torch.equal(result.images[6], images[6])  # no face found: passed through
+    assert _sha256(fused) == FUSED_SHA256
+    assert _sha256(result.images) == PROTECTED_SHA256
