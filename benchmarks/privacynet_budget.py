@@ -21,6 +21,7 @@ Run from the repo root:
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -68,27 +69,57 @@ def eer_protected_vs_original(protected: torch.Tensor, original: torch.Tensor, i
     return float((fnr[i] + fpr[i]) / 2)
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:key=value,key=value`` (PrivacyNet options, plus ``threads``) -> (NAME, {key: value})."""
+    name, _, spec = text.partition(":")
+    return name, dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+
+
 def time_steps(args, options: dict, plugins: dict, train, work: str) -> None:
-    precisions = args.precision or ["fp32", "bf16"]
-    pets = {p: PrivacyNet({**options, "precision": p}, make_context(f"{work}/pn-{p}", device=args.device,
-                                                                     plugins=plugins)) for p in precisions}
-    images, genders = pets[precisions[0]]._decode(train)
-    aux = pets[precisions[0]].aux()
-    trainers = {p: Trainer(pet.train_config(), torch.device(args.device)) for p, pet in pets.items()}
-    for trainer in trainers.values():  # warm-up: first passes allocate and pick kernels
+    """Wall and CPU milliseconds per training step of each variant, interleaved round by round."""
+    if args.variant:
+        variants = dict(parse_variant(v) for v in args.variant)
+    else:
+        variants = {f"precision={p}": {"precision": p} for p in (args.precision or ["fp32", "bf16"])}
+    threads, pets = {}, {}
+    for name, spec in variants.items():
+        spec = dict(spec)
+        threads[name] = int(spec.pop("threads", 0)) or torch.get_num_threads()
+        parsed = {k: PrivacyNet.options[k].parse(v) for k, v in spec.items()}
+        pets[name] = PrivacyNet({**options, **parsed}, make_context(f"{work}/pn-{name}", device=args.device, plugins=plugins))
+    first = next(iter(pets.values()))
+    images, genders = first._decode(train)
+    aux = first.aux()
+    trainers = {name: Trainer(pet.train_config(), torch.device(args.device)) for name, pet in pets.items()}
+    default_threads = torch.get_num_threads()
+
+    def step(name: str) -> None:
+        trainer = trainers[name]
         trainer.train_step(*trainer.sample(images, genders), aux)
-    seconds = {p: [] for p in precisions}
+
+    for name in trainers:  # warm-up: first passes allocate and pick kernels
+        torch.set_num_threads(threads[name])
+        step(name)
+    wall = {name: [] for name in trainers}
+    cpu = {name: [] for name in trainers}
+    load_before = os.getloadavg()
     for _ in range(args.rounds):  # interleaved, so that a change in the machine's load hits every variant
-        for p, trainer in trainers.items():
-            t0 = time.process_time()
+        for name in trainers:
+            torch.set_num_threads(threads[name])
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.time_steps):
-                trainer.train_step(*trainer.sample(images, genders), aux)
-            seconds[p].append((time.process_time() - t0) / args.time_steps)
-    base = np.median(seconds[precisions[0]])
-    for p in precisions:
-        med = np.median(seconds[p])
-        print(f"precision={p}: {med:.3f} CPU s/step (median of {args.rounds} rounds of {args.time_steps} steps, "
-              f"{torch.get_num_threads()} thread(s)); {med / base:.2f}x of {precisions[0]}")
+                step(name)
+            wall[name].append((time.perf_counter() - t0) / args.time_steps)
+            cpu[name].append((time.process_time() - c0) / args.time_steps)
+    torch.set_num_threads(default_threads)
+    load_after = os.getloadavg()
+    base = np.median(wall[next(iter(wall))])
+    for name in trainers:
+        w, c = np.median(wall[name]), np.median(cpu[name])
+        print(f"{name}: {1000 * w:.0f} ms/step wall, {1000 * c:.0f} ms/step CPU ({threads[name]} thread(s); median of "
+              f"{args.rounds} rounds of {args.time_steps} steps); {w / base:.2f}x of the first variant's wall time")
+    print(f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}; "
+          f"after {', '.join(f'{v:.2f}' for v in load_after)}; {os.cpu_count()} CPUs")
 
 
 def main() -> None:
@@ -100,6 +131,8 @@ def main() -> None:
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many steps per precision and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precision", action="append", help="with --time-steps: precisions to compare (repeatable)")
+    ap.add_argument("--variant", action="append", help="with --time-steps: NAME:opt=value,... to compare (repeatable; "
+                    "opt is a PrivacyNet option or threads); overrides --precision")
     ap.add_argument("--option", action="append", default=[], help="privacynet option NAME=VALUE")
     args = ap.parse_args()
     if args.threads:

@@ -22,8 +22,8 @@ class ColourGender(GenderClassifier):
 
     name = "stub-gender"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, context):
+        super().__init__({}, context)
         self.scale = torch.nn.Parameter(torch.tensor(12.0))  # a parameter, to check that it stays frozen
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,8 @@ def faces(n: int = 16, side: int = 40, seed: int = 0) -> InMemoryFaceSet:
 
 
 def make(tmp_path, seed: int = 3, **options) -> PrivacyNet:
-    plugins = {"stub-gender": ColourGender(), "stub-matcher": PoolMatcher()}
+    stub_ctx = make_context(tmp_path / "stubs")
+    plugins = {"stub-gender": ColourGender(stub_ctx), "stub-matcher": PoolMatcher({}, stub_ctx)}
     ctx = make_context(tmp_path / "work", plugins=plugins, seed=seed)
     return PrivacyNet({**TINY, "classifier": "stub-gender", "matcher": "stub-matcher", **options}, ctx)
 
@@ -156,19 +157,33 @@ def test_training_resumes_from_checkpoint(tmp_path):
         assert len(list(csv.DictReader(fh))) == 7  # the history carries over too
 
 
-def test_same_seed_gives_the_same_weights_whatever_the_global_rng(tmp_path):
-    def train(name: str, seed: int, disturb: int) -> dict[str, torch.Tensor]:
-        torch.manual_seed(disturb)  # what other plugins may have left in the global generator
-        torch.rand(disturb + 1)
-        pet = make(tmp_path / name, seed=seed, steps=3)
+def trained_weights(folder, seed: int, *, disturb: int = 0, threads: int = 1, **options) -> dict[str, torch.Tensor]:
+    """G's and D's weights after a short training, with the caller's global RNG and thread count set first."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # what the harness, a Ray worker or a test may have set
+    torch.manual_seed(disturb)  # what other plugins may have left in the global generator
+    torch.rand(disturb + 1)
+    try:
+        pet = make(folder, seed=seed, steps=3, **options)
         pet.fit(faces(), faces(4))
-        ckpt = torch.load(tmp_path / name / "work" / CHECKPOINT_FILE, weights_only=True)
-        return {**{f"G.{k}": v for k, v in ckpt["generator"].items()}, **{f"D.{k}": v for k, v in ckpt["discriminator"].items()}}
+        assert torch.get_num_threads() == threads  # the training put the caller's thread count back
+    finally:
+        torch.set_num_threads(before)
+    ckpt = torch.load(folder / "work" / CHECKPOINT_FILE, weights_only=True)
+    return {**{f"G.{k}": v for k, v in ckpt["generator"].items()}, **{f"D.{k}": v for k, v in ckpt["discriminator"].items()}}
 
-    first, second, other = train("a", 5, 0), train("b", 5, 17), train("c", 6, 0)
+
+def assert_same(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_same_seed_gives_the_same_weights_whatever_the_global_rng_and_threads(tmp_path, precision):
+    first = trained_weights(tmp_path / "a", 5, precision=precision)
+    assert_same(first, trained_weights(tmp_path / "b", 5, disturb=17, threads=2, precision=precision))
+    other = trained_weights(tmp_path / "c", 6, precision=precision)
     assert not all(torch.equal(first[k], other[k]) for k in first)  # the seed does matter
     assert not torch.are_deterministic_algorithms_enabled()  # the training put the caller's setting back
 
@@ -207,6 +222,8 @@ def test_dependencies_name_the_classifiers_and_the_matcher():
 
 
 def test_options_are_checked(tmp_path):
+    with pytest.raises(TypeError, match="needs a PluginContext"):
+        PrivacyNet(TINY, None)
     with pytest.raises(PluginError, match="only gender"):
         make(tmp_path, obfuscate="gender,age")
     with pytest.raises(PluginError, match="multiple of 4"):
@@ -215,18 +232,20 @@ def test_options_are_checked(tmp_path):
         make(tmp_path).protect(FaceBatch(torch.rand(1, 3, 32, 32), torch.tensor([1]), ["a"], ["a"]))
 
 
-def test_shared_probe_pass_matches_separate_passes():
+def test_shared_probe_pass_matches_separate_passes(tmp_path):
+    ctx = make_context(tmp_path)
+
     class Probe(GenderClassifier):
         def __init__(self, embedder):
-            super().__init__()
+            super().__init__({}, ctx)
             self.embedder, self.weight, self.bias = embedder, torch.randn(24), torch.randn(1)
 
         def predict_male(self, images):
             return torch.sigmoid(self.embedder.embed(images) @ self.weight + self.bias)
 
-    matcher = PoolMatcher()
+    matcher = PoolMatcher({}, ctx)
     shared = AuxNets(Probe(matcher), matcher)
-    separate = AuxNets(Probe(PoolMatcher()), matcher)
+    separate = AuxNets(Probe(PoolMatcher({}, ctx)), matcher)
     separate.classifiers[0].weight, separate.classifiers[0].bias = shared.classifiers[0].weight, shared.classifiers[0].bias
     assert shared._shares_matcher(shared.classifiers[0]) and not separate._shares_matcher(separate.classifiers[0])
     x = torch.rand(3, 3, 32, 32)

@@ -79,8 +79,8 @@ class PrivacyNet(PET):
     fits = True
     input_size = 96
 
-    def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
-        super().__init__(options, context)
+    def __init__(self, options: Mapping[str, Any], context: PluginContext):
+        super().__init__(options, context)  # the context is required: seed, work_dir and the auxiliary networks
         o = self.opts
         self.input_size = int(o["size"])  # the harness resizes to the instance's size
         if self.input_size % 4 or self.input_size < 16:
@@ -122,18 +122,14 @@ class PrivacyNet(PET):
                            lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
                            w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
                            w_tv=o["w_tv"], augment=o["augment"], lr_decay=float(o["lr_decay"]), precision=o["precision"],
-                           seed=self.context.seed if self.context else 0)
+                           seed=self.context.seed)
 
     @property
     def work_dir(self) -> Path:
-        if self.context is None:
-            raise PluginError("privacynet needs a PluginContext (work_dir, auxiliary networks) to train")
         return Path(self.context.work_dir)
 
     def aux(self) -> AuxNets:
         ctx = self.context
-        if ctx is None:
-            raise PluginError("privacynet needs a PluginContext to reach its auxiliary networks")
         names = _classifier_names(self.opts["classifier"])
         if not names:
             raise PluginError("privacynet: option classifier is empty; name at least one gender classifier plugin")
@@ -148,12 +144,11 @@ class PrivacyNet(PET):
         images, genders = self._decode(train)
         trainer = Trainer(self.train_config(), self.device)
         ckpt = self.work_dir / CHECKPOINT_FILE
-        log = self.context.log if self.context else print
+        log = self.context.log
         if trainer.load(ckpt):
             log(f"privacynet: resuming training at step {trainer.step} from {ckpt}")
-        progress = self.context.progress if self.context else (lambda it, **_: it)
         trainer.run(images, genders, self.aux(), self.steps, checkpoint=ckpt,
-                    every=max(1, int(self.opts["checkpoint_every"])), progress=progress)
+                    every=max(1, int(self.opts["checkpoint_every"])), progress=self.context.progress)
         csv_path, png_path = trainer.write_curves(self.work_dir)
         log(f"privacynet: trained {trainer.step} steps; loss curves in {csv_path} and {png_path}")
         self.G, self.steps_done = trainer.G.eval(), trainer.step

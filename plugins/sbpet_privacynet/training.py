@@ -138,19 +138,31 @@ def bernoulli_kl(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") - entropy
 
 
+# CPU threads of a training. torch's CPU kernels split reductions (convolution weight gradients, sums, norms)
+# by thread, so the same seed gave weights that differed in the last bits at 1 and 2 threads (measured: up
+# to 4e-3 after 4 fp32 steps of the test's tiny model); a fixed count makes a seed's weights independent of the
+# caller's setting (the harness, a Ray worker, a test). One thread: on this project's shared 2-core CPU a
+# second thread bought little (README: Cost).
+TRAINING_THREADS = 1
+
+
 @contextlib.contextmanager
-def deterministic_algorithms() -> Iterator[None]:
-    """Deterministic kernels while training (warn where an op has none), then the caller's setting back.
+def deterministic_training(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels (warn where an op has none) and, on a CPU, a fixed thread count; then the caller's back.
 
     With the seeded batches, codes, views and initial weights, two trainings with one seed on one
-    machine then give the same weights.
+    CPU then give the same weights, whatever thread count the caller runs at.
     """
     enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cpu":
+        torch.set_num_threads(TRAINING_THREADS)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(threads)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -263,7 +275,7 @@ class Trainer:
             checkpoint: Path | None = None, every: int = 50,
             progress: Callable[..., Iterable[Any]] = lambda it, **_: it) -> None:
         """Train until ``self.step == steps``, saving ``checkpoint`` every ``every`` steps and at the end."""
-        with deterministic_algorithms():
+        with deterministic_training(self.device):
             self._run(images, genders, aux, steps, checkpoint, every, progress)
         self.G.eval()
 
