@@ -14,8 +14,11 @@ Two modes, both on a gender-balanced LFW3D sample:
 Run from the repo root:
 
     .venv/bin/python benchmarks/privacynet_budget.py --time-steps 10 --threads 1
-    .venv/bin/python benchmarks/privacynet_budget.py [--per-class 200] [--held-out-per-class 100] \
-        [--option steps=900 --option precision=fp32 ...]
+    .venv/bin/python benchmarks/privacynet_budget.py --data ../shared/data/lfw3d [--per-class 200] \
+        [--held-out-per-class 100] [--option steps=900 --option precision=fp32 ...]
+
+``--data`` draws the fitting and held-out parts from the harness's training split (identity-disjoint);
+without it they are LFW3D samples by file name (the earlier behaviour).
 """
 
 from __future__ import annotations
@@ -122,6 +125,40 @@ def time_steps(args, options: dict, plugins: dict, train, work: str) -> None:
           f"after {', '.join(f'{v:.2f}' for v in load_after)}; {os.cpu_count()} CPUs")
 
 
+def training_split_parts(args, work: str):
+    """Fitting and held-out parts of the harness's training split, identity-disjoint, gender-balanced.
+
+    The split is the one ``sbpet run --data DATA --per-class N`` trains on (evaluation identities, dev and
+    test, are never in it), so the held-out faces judge a setting without touching the evaluation sample.
+    """
+    from sbpet_bench.config import build_config
+    from sbpet_bench.data import DiskFaceSet
+    from sbpet_bench.pipeline import Run
+
+    cfg = build_config(None, {"data": args.data, "per_class": args.split_per_class, "out": f"{work}/run",
+                              "cache_dir": f"{work}/cache", "quiet": True, "device": args.device})
+    runner = Run(cfg)
+    with runner.reporter:
+        runner.setup()
+    by_identity: dict[str, list] = {}
+    for rec in runner.splits.train:
+        by_identity.setdefault(rec.identity, []).append(rec)
+    order = np.random.default_rng(0).permutation(sorted(by_identity))
+    held, fit = [], []
+    counts = {"held": [0, 0], "fit": [0, 0]}
+    for identity in order:  # whole identities go to one part: the held-out people are unseen in fitting
+        recs = by_identity[identity]
+        part = "held" if min(counts["held"]) < args.held_out_per_class else "fit"
+        target, quota = (held, args.held_out_per_class) if part == "held" else (fit, args.per_class)
+        for rec in recs:
+            if counts[part][rec.gender] < quota:
+                target.append(rec)
+                counts[part][rec.gender] += 1
+    print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(runner.splits.train)} faces; "
+          f"fitting part {counts['fit']} and held-out part {counts['held']} (female, male), identity-disjoint")
+    return DiskFaceSet(fit, runner.image_size), DiskFaceSet(held, runner.image_size)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=200, help="faces per gender that fit the aux models and PrivacyNet")
@@ -134,20 +171,27 @@ def main() -> None:
     ap.add_argument("--variant", action="append", help="with --time-steps: NAME:opt=value,... to compare (repeatable; "
                     "opt is a PrivacyNet option or threads); overrides --precision")
     ap.add_argument("--option", action="append", default=[], help="privacynet option NAME=VALUE")
+    ap.add_argument("--data", default=None, help="draw both parts from the harness's training split of this data set "
+                    "(default: LFW3D samples by file name, which may share people between the parts)")
+    ap.add_argument("--split-per-class", type=int, default=500, help="with --data: the run's --per-class, which decides "
+                    "the training split")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     store = ModelStore(None, load_registry().assets)
     work = tempfile.mkdtemp(prefix="sbpet-privacynet-")
-    train = load_lfw3d_sample(per_class=args.per_class, seed=0)
+    if args.data:
+        train, held_out = training_split_parts(args, work)
+    else:
+        train = load_lfw3d_sample(per_class=args.per_class, seed=0)
+        held_out = load_lfw3d_sample(per_class=args.held_out_per_class, seed=0, skip=args.per_class)
     options = {k: PrivacyNet.options[k].parse(v) for k, v in (o.split("=", 1) for o in args.option)}
     plugins = internal_models(work, args.device, train, store)
     if args.time_steps:
         time_steps(args, options, plugins, train, work)
         return
 
-    held_out = load_lfw3d_sample(per_class=args.held_out_per_class, seed=0, skip=args.per_class)
     pet = PrivacyNet(options, make_context(work + "/pn", device=args.device, model_path=store.path, plugins=plugins))
     t0 = time.perf_counter()
     pet.fit(train, train)
@@ -156,7 +200,7 @@ def main() -> None:
           f"{dt / pet.steps:.2f} s/step incl. decoding")
 
     batch = held_out.all(size=pet.input_size)
-    y = held_out.genders.numpy()
+    y = batch.genders.numpy()
     resnet = plugins["faceapi-resnet"]
     with torch.no_grad():
         out = pet.protect(batch).images
@@ -167,7 +211,7 @@ def main() -> None:
         original, protected = resnet.embed(batch.images), resnet.embed(out)
     cos = (original * protected).sum(1).numpy()
     print(f"faceapi-resnet (internal): EER protected-vs-original "
-          f"{eer_protected_vs_original(protected, original, held_out.identities):.3f}; cosine mean {cos.mean():.3f}, "
+          f"{eer_protected_vs_original(protected, original, list(batch.identities)):.3f}; cosine mean {cos.mean():.3f}, "
           f"min {cos.min():.3f}; mean |change| {np.abs((out - batch.images).numpy()).mean():.4f}")
 
 
