@@ -3,20 +3,26 @@
 Run from the repo root:
 
     .venv/bin/python benchmarks/pridss_speed.py [--per-class 8] [--m 10] [--pool-per-class 40]
-        [--evaluators real|standin] [--threads 2] [--device cpu]
+        [--evaluators real|standin] [--threads 2] [--device cpu] [--repeat 3] [--profile FILE]
     .venv/bin/python benchmarks/pridss_speed.py --geometry 500   # detection rate on 2x500 LFW3D faces
 
 ``--evaluators real`` scores fusions with the default internal evaluators
 (``resnet-gender-probe`` fitted on a small disjoint sample, ``faceapi-resnet``),
 whose weights come from the model store; ``standin`` uses two cheap pixel
-functions, to time the fusion alone. Times are wall-clock on whatever else the
-machine is running: report them with the machine's load.
+functions, to time the fusion alone. The headline figure is the pixel backend's
+"landmarks + fusion" per candidate: dlib alignment of the originals included,
+scoring excluded; it is the median of ``--repeat`` passes, the fastest one
+printed beside it. Times are wall-clock on whatever else the machine is running:
+every figure is printed with the load average at the time, so compare runs made
+at the same niceness and thread count. ``--profile FILE`` writes a cProfile of
+one fusion pass (read it with ``python -m pstats FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -24,7 +30,7 @@ import torch
 
 from sbpet_bench.api import GenderClassifier, Verifier
 from sbpet_bench.testing import load_lfw3d_sample, make_context
-from sbpet_pridss.geometry import FaceGeometry, installed_shape_predictor
+from sbpet_pridss.pixel.geometry import FaceGeometry, installed_shape_predictor
 from sbpet_pridss.plugin import PriDSS
 
 
@@ -61,9 +67,15 @@ def geometry_rate(n_per_class: int) -> None:
         print(f"false faces in {len(images)} {label} images: {int(geo.landmarks(images).found.sum())}")
 
 
+def load() -> str:
+    return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+
+
 def evaluators(kind: str, work: str, device: str):
     if kind == "standin":
-        return {"standin-tone": ToneClassifier(), "standin-grey": GreyVerifier()}, "standin-tone", "standin-grey", None
+        bare = make_context(work, device=device)
+        return ({"standin-tone": ToneClassifier({}, bare), "standin-grey": GreyVerifier({}, bare)}, "standin-tone",
+                "standin-grey", None)
     from sbpet_bench.modelstore import ModelStore
     from sbpet_bench.plugins import load_registry
 
@@ -77,6 +89,16 @@ def evaluators(kind: str, work: str, device: str):
     return {"resnet-gender-probe": probe, "faceapi-resnet": verifier}, "resnet-gender-probe", "faceapi-resnet", store.path
 
 
+def timed(fn, repeat: int) -> tuple[float, float, object]:
+    """Median and fastest wall-clock seconds of ``repeat`` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-class", type=int, default=8, help="originals per gender")
@@ -85,10 +107,12 @@ def main() -> None:
     ap.add_argument("--evaluators", choices=("real", "standin"), default="real")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeat", type=int, default=3, help="timed passes of each step (median and fastest printed)")
+    ap.add_argument("--profile", default="", help="write a cProfile of one fusion pass to this file")
     ap.add_argument("--geometry", type=int, default=0, help="only measure detection on 2xN LFW3D faces")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"torch threads {torch.get_num_threads()}, niceness {os.nice(0)}, {load()}")
     if args.geometry:
         geometry_rate(args.geometry)
         return
@@ -102,34 +126,37 @@ def main() -> None:
     start = time.perf_counter()
     pet.fit(None, pool)
     fit_s = time.perf_counter() - start
-    print(f"fit: {len(pool)} pool faces in {fit_s:.2f} s ({fit_s / len(pool) * 1000:.1f} ms/face, dlib landmarks)")
+    print(f"fit: {len(pool)} pool faces in {fit_s:.2f} s ({fit_s / len(pool) * 1000:.1f} ms/face, dlib landmarks "
+          f"and pool filters; {load()})")
 
     batch = load_lfw3d_sample(per_class=args.per_class, seed=3).all()
     pet.protect(FaceBatchSlice(batch, 2))  # warm-up: thread pools, lazy imports
     with torch.no_grad():
-        t0 = time.perf_counter()
-        parts = pet.fused_candidates(batch)
-        t1 = time.perf_counter()
-        pet.score(batch.images[parts["rows"]], parts["fused"])
-        t2 = time.perf_counter()
-        result = pet.protect(batch)
-        t3 = time.perf_counter()
-        # The fallback path: the classifier embeds each fusion itself (no reuse of the SIM embeddings).
-        reuse = pet.shared_embedding_classifier
-        pet.shared_embedding_classifier = lambda classifier, verifier: None
-        t4 = time.perf_counter()
-        pet.score(batch.images[parts["rows"]], parts["fused"])
-        t5 = time.perf_counter()
-        pet.shared_embedding_classifier = reuse
+        if args.profile:
+            import cProfile
+
+            cProfile.runctx("pet.fused_candidates(batch)", globals(), {"pet": pet, "batch": batch}, args.profile)
+        fuse_med, fuse_min, parts = timed(lambda: pet.fused_candidates(batch), args.repeat)
+        load_fuse = load()
+        originals = batch.images[parts["rows"]]
+        score_med, _, _ = timed(lambda: pet.score(originals, parts["fused"]), args.repeat)
+        try:  # the fallback path: the classifier embeds each fusion itself (no reuse of the SIM embeddings)
+            alone_med, _, _ = timed(lambda: pet.score(originals, parts["fused"], reuse_embeddings=False), args.repeat)
+        except TypeError:  # a PriDSS from before the option
+            alone_med = float("nan")
+        protect_med, _, result = timed(lambda: pet.protect(batch), args.repeat)
+        load_end = load()
     n, m = parts["fused"].shape[:2]
     found = sum(d["face_found"] for d in result.diagnostics)
-    print(f"{len(batch)} originals ({found} with a face), M={m}, evaluators={args.evaluators}")
-    print(f"  landmarks + fusion: {(t1 - t0) / (n * m) * 1000:.1f} ms/candidate")
-    reused = reuse(*[plugins[k] for k in (clf, ver)]) is not None
-    print(f"  scoring (P(male), SIM): {(t2 - t1) / (n * m) * 1000:.1f} ms/candidate "
+    print(f"{len(batch)} originals ({found} with a face), M={m}, evaluators={args.evaluators}, repeat={args.repeat}")
+    print(f"  landmarks + fusion: {fuse_med / (n * m) * 1000:.1f} ms/candidate (fastest {fuse_min / (n * m) * 1000:.1f}; "
+          f"{load_fuse})")
+    reused = pet.shared_embedding_classifier(*[plugins[k] for k in (clf, ver)]) is not None
+    print(f"  scoring (P(male), SIM): {score_med / (n * m) * 1000:.1f} ms/candidate "
           f"({'reusing the SIM embeddings' if reused else 'classifier embeds on its own'}); "
-          f"without reuse: {(t5 - t4) / (n * m) * 1000:.1f} ms/candidate")
-    print(f"  protect end to end: {(t3 - t2) / (n * m) * 1000:.1f} ms/candidate, {(t3 - t2) / len(batch) * 1000:.0f} ms/image")
+          f"without reuse: {alone_med / (n * m) * 1000:.1f} ms/candidate")
+    print(f"  protect end to end: {protect_med / (n * m) * 1000:.1f} ms/candidate, {protect_med / len(batch) * 1000:.0f} "
+          f"ms/image ({load_end})")
     pics = [d["pic"][d["chosen"]] for d in result.diagnostics if d["face_found"]]
     p_chosen = [d["p_male"][d["chosen"]] for d in result.diagnostics if d["face_found"]]
     sim_chosen = [d["similarity"][d["chosen"]] for d in result.diagnostics if d["face_found"]]

@@ -13,6 +13,7 @@ from sbpet_bench.api import FEMALE, MALE, FaceBatch, GenderClassifier, PluginErr
 from sbpet_bench.testing import make_context
 from sbpet_pridss.latent.assets import ASSETS, E4E, GENERATOR, STYLEFUSION
 from sbpet_pridss.latent.backend import LatentBackend
+from sbpet_pridss.plugin import PriDSS
 from sbpet_pridss.latent.fusion_net import (CANDIDATE, HIERARCHY_FFHQ, ORIGINAL, PRIDSS_SOURCES, FusionNet, Hierarchy,
                                             LatentBlender, pridss_codes)
 from sbpet_pridss.latent.stylegan2 import Generator, SCode
@@ -86,11 +87,15 @@ def stand_ins(tmp_path):
     return gen, model_path
 
 
-def backend_for(tmp_path, model_path, **opts) -> LatentBackend:
-    ctx = make_context(tmp_path / "work", plugins={"colour": ColourClassifier(), "pixels": PixelVerifier()},
+def plugin_for(tmp_path, model_path, **opts) -> PriDSS:
+    """The PriDSS plugin on its latent backend, with the stand-ins behind ``model_path``."""
+    bare = make_context(tmp_path / "work")  # the stand-ins' own context
+    ctx = make_context(tmp_path / "work", plugins={"colour": ColourClassifier({}, bare), "pixels": PixelVerifier({}, bare)},
                        model_path=model_path)
     base = {"m": 3, "classifier": "colour", "verifier": "pixels", "seed": 0, "chunk": 5}
-    return LatentBackend({**base, **opts}, ctx)
+    plugin = PriDSS({"backend": "latent", **base, **opts}, ctx)
+    assert isinstance(plugin.backend, LatentBackend)
+    return plugin
 
 
 def rosinality_keys(size: int, n_mlp: int) -> set[str]:
@@ -283,13 +288,13 @@ def _latents_file(tmp_path, ids, w):
 def test_backend_selects_lowest_pic_of_opposite_gender_candidates(stand_ins, tmp_path):
     gen, model_path = stand_ins
     batch, w = _synthetic_batch(gen)
-    backend = backend_for(tmp_path, model_path, latents=_latents_file(tmp_path, batch.ids, w))
-    result = backend.protect(batch)
+    plugin = plugin_for(tmp_path, model_path, latents=_latents_file(tmp_path, batch.ids, w))
+    result = plugin.protect(batch)
     assert result.images.shape == batch.images.shape and result.images.dtype == torch.float32
     assert float(result.images.min()) >= 0 and float(result.images.max()) <= 1
     assert len(result.diagnostics) == 4
     for d, g in zip(result.diagnostics, batch.genders.tolist()):
-        assert d["backend"] == "latent" and d["original_code"] == "latents"
+        assert d["backend"] == "latent" and d["original_code"] == "latents" and d["passed_through"] is False
         assert all((p > 0.5) == (g == FEMALE) for p in d["candidate_p_male"])  # opposite gender only
         pic = torch.tensor(d["pic"])
         torch.testing.assert_close(pic, (2 * torch.tensor(d["p_male"]) - 1).abs() - torch.tensor(d["similarity"]),
@@ -297,9 +302,10 @@ def test_backend_selects_lowest_pic_of_opposite_gender_candidates(stand_ins, tmp
         assert d["chosen"] == int(pic.argmin()) and len(pic) == 3
     # the output is the chosen fusion, re-rendered independently
     with torch.no_grad():
+        backend = plugin.backend
         orig, _ = backend.original_codes(batch)
-        cand_w, _, _ = backend.sample_candidates(batch.ids, batch.genders, 32, 32)
-        fused = backend._render(backend.fuse(orig, cand_w), 32, 32).view(4, 3, 3, 32, 32)
+        cand_w, _, _ = backend.sample_candidates(batch.ids, plugin.draws(batch.ids, batch.genders), 32, 32)
+        fused = backend._render(backend.fuse_codes(orig, cand_w), 32, 32).view(4, 3, 3, 32, 32)
     chosen = torch.tensor([d["chosen"] for d in result.diagnostics])
     torch.testing.assert_close(result.images, fused[torch.arange(4), chosen], atol=1e-5, rtol=0)
     assert not torch.allclose(result.images, batch.images, atol=1e-3)
@@ -308,9 +314,9 @@ def test_backend_selects_lowest_pic_of_opposite_gender_candidates(stand_ins, tmp
 def test_backend_batched_equals_unbatched(stand_ins, tmp_path):
     gen, model_path = stand_ins
     batch, w = _synthetic_batch(gen)
-    backend = backend_for(tmp_path, model_path, latents=_latents_file(tmp_path, batch.ids, w))
-    whole = backend.protect(batch)
-    parts = [backend.protect(FaceBatch(batch.images[i : i + 1], batch.genders[i : i + 1], batch.identities[i : i + 1],
+    plugin = plugin_for(tmp_path, model_path, latents=_latents_file(tmp_path, batch.ids, w))
+    whole = plugin.protect(batch)
+    parts = [plugin.protect(FaceBatch(batch.images[i : i + 1], batch.genders[i : i + 1], batch.identities[i : i + 1],
                                        batch.ids[i : i + 1])) for i in range(4)]
     torch.testing.assert_close(torch.cat([p.images for p in parts]), whole.images, atol=1e-4, rtol=0)
     for p, d in zip(parts, whole.diagnostics):
@@ -321,10 +327,10 @@ def test_backend_batched_equals_unbatched(stand_ins, tmp_path):
 def test_backend_without_latents_or_e4e_says_what_to_do(stand_ins, tmp_path):
     gen, model_path = stand_ins
     batch, _ = _synthetic_batch(gen, n=2)
-    backend = backend_for(tmp_path, model_path)
+    plugin = plugin_for(tmp_path, model_path)
     with pytest.raises(PluginError, match=f"sbpet models add {E4E}"):
-        backend.protect(batch)
-    missing = backend_for(tmp_path, lambda name: (_ for _ in ()).throw(FileNotFoundError("not in the store")))
+        plugin.protect(batch)
+    missing = plugin_for(tmp_path, lambda name: (_ for _ in ()).throw(FileNotFoundError("not in the store")))
     with pytest.raises(PluginError, match=GENERATOR):
         missing.protect(batch)
 
@@ -346,15 +352,15 @@ def test_stylegan2_source_synthesizes_a_balanced_set_the_backend_reproduces(stan
     from sbpet_pridss.latent.source import StyleGAN2Source, synthesize_dataset
 
     gen, model_path = stand_ins
-    out = synthesize_dataset(tmp_path / "synth", gen, ColourClassifier().predict_male, per_class=3, size=32, seed=1,
+    out = synthesize_dataset(tmp_path / "synth", gen, ColourClassifier({}, make_context(tmp_path)).predict_male, per_class=3, size=32, seed=1,
                              batch_size=8)
-    source = StyleGAN2Source()
+    source = StyleGAN2Source({}, make_context(tmp_path))
     assert source.detect(str(out)) and not source.detect(str(tmp_path))
     records, skipped = source.read(str(out))
     assert skipped == [] and sorted(r.gender for r in records) == [0, 0, 0, 1, 1, 1]
     assert len({r.identity for r in records}) == 6
     # the stored latents reproduce the written images, and their labels agree with the classifier
-    backend = backend_for(tmp_path, model_path, latents=str(out))
+    backend = plugin_for(tmp_path, model_path, latents=str(out)).backend
     images = torch.stack([torch.from_numpy(np.array(Image.open(r.path).convert("RGB"))).permute(2, 0, 1).float() / 255
                           for r in records])
     batch = FaceBatch(images, torch.tensor([r.gender for r in records]), [r.identity for r in records],
@@ -364,7 +370,7 @@ def test_stylegan2_source_synthesizes_a_balanced_set_the_backend_reproduces(stan
         rendered = backend._render(codes, 32, 32)
     assert how == ["latents"] * 6
     assert float((rendered - images).abs().max()) <= 1 / 255 + 1e-4
-    assert ((ColourClassifier().predict_male(images) > 0.5).long() == batch.genders).all()
+    assert ((ColourClassifier({}, make_context(tmp_path)).predict_male(images) > 0.5).long() == batch.genders).all()
 
 
 def test_e4e_checkpoint_loads_and_inverts(tmp_path):

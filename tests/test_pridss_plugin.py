@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -12,9 +13,10 @@ from sbpet_bench.api import GenderClassifier, Verifier
 from sbpet_bench.testing import load_lfw3d_sample, make_context
 
 from sbpet_pridss import SHAPE_PREDICTOR, sbpet_register_assets
-from sbpet_pridss.fusion import fuse
-from sbpet_pridss.geometry import (BROW_EYE_LEFT, BROW_EYE_RIGHT, MOUTH, NOSE, FaceGeometry, installed_shape_predictor,
-                                   polygon_mask, region_masks)
+from sbpet_pridss.pixel.backend import PixelBackend
+from sbpet_pridss.pixel.fusion import fuse
+from sbpet_pridss.pixel.geometry import (BROW_EYE_LEFT, BROW_EYE_RIGHT, MOUTH, NOSE, FaceGeometry,
+                                         installed_shape_predictor, polygon_mask, region_masks)
 from sbpet_pridss.plugin import PriDSS
 
 
@@ -38,6 +40,11 @@ class SkinToneClassifier(GenderClassifier):
         return torch.sigmoid(12 * (lower[:, 0].mean((1, 2)) - lower[:, 2].mean((1, 2)) - 0.15) + 6 * (0.5 - lower.mean((1, 2, 3))))
 
 
+def drawn_candidates(plugin: PriDSS, faces):
+    """Pool indices (B, M) of the pixel backend's candidates for each face of ``faces``."""
+    return plugin.backend.candidates_for(plugin.draws(faces.ids, faces.genders))
+
+
 @pytest.fixture(scope="module")
 def faces(lfw3d):
     return load_lfw3d_sample(per_class=6, seed=11)
@@ -50,8 +57,10 @@ def geometry():
 
 @pytest.fixture(scope="module")
 def pridss(lfw3d, tmp_path_factory):
-    ctx = make_context(tmp_path_factory.mktemp("pridss"), seed=3, model_path=lambda name: str(installed_shape_predictor()),
-                       plugins={"test-tone": SkinToneClassifier(), "test-grey": MeanGreyVerifier()})
+    work = tmp_path_factory.mktemp("pridss")
+    bare = make_context(work)  # the stand-ins' own context
+    ctx = make_context(work, seed=3, model_path=lambda name: str(installed_shape_predictor()),
+                       plugins={"test-tone": SkinToneClassifier({}, bare), "test-grey": MeanGreyVerifier({}, bare)})
     plugin = PriDSS({"m": 3, "classifier": "test-tone", "verifier": "test-grey"}, ctx)
     plugin.fit(None, load_lfw3d_sample(per_class=8, seed=11, skip=20))
     return plugin
@@ -128,9 +137,10 @@ def test_selection_picks_lowest_pic(pridss, faces):
     batch = faces.all()
     parts = pridss.fused_candidates(batch)
     fused, rows = parts["fused"], parts["rows"]
-    p = SkinToneClassifier().predict_male(fused.flatten(0, 1)).view(fused.shape[:2])
-    e = MeanGreyVerifier().embed(fused.flatten(0, 1)).view(*fused.shape[:2], -1)
-    sim = (e * MeanGreyVerifier().embed(batch.images[rows]).unsqueeze(1)).sum(-1)
+    tone, grey = SkinToneClassifier({}, pridss.context), MeanGreyVerifier({}, pridss.context)
+    p = tone.predict_male(fused.flatten(0, 1)).view(fused.shape[:2])
+    e = grey.embed(fused.flatten(0, 1)).view(*fused.shape[:2], -1)
+    sim = (e * grey.embed(batch.images[rows]).unsqueeze(1)).sum(-1)
     expected = ((2 * p - 1).abs() - sim).argmin(1)
     result = pridss.protect(batch)
     assert torch.allclose(result.images[rows], fused[torch.arange(len(rows)), expected], atol=1e-6)
@@ -140,7 +150,7 @@ def test_selection_picks_lowest_pic(pridss, faces):
         assert diag["pic"][diag["chosen"]] == min(diag["pic"])
         # candidates are of the opposite gender, from the pool
         assert all(cid not in batch.ids for cid in diag["candidate_ids"])
-    genders = dict(zip(pridss._pool_ids, pridss._pool["genders"].tolist()))
+    genders = dict(zip(pridss.backend.pool_ids, pridss.backend.pool["genders"].tolist()))
     assert all(genders[c] != int(batch.genders[r]) for r in rows.tolist() for c in result.diagnostics[r]["candidate_ids"])
 
 
@@ -151,10 +161,19 @@ def test_batched_equals_unbatched_and_no_face_passes_through(pridss, faces):
 
     ids = faces.ids[:2] + ["flat"] + faces.ids[-2:]
     genders = torch.cat([faces.genders[:2], torch.tensor([-1]), faces.genders[-2:]])
-    whole = pridss.protect(FaceBatch(images, genders, ["x"] * 5, ids))
+    logged: list[str] = []
+    counting = PriDSS(pridss.opts, dataclasses.replace(pridss.context, log=logged.append))
+    counting.load_state_dict(pridss.state_dict())
+    whole = counting.protect(FaceBatch(images, genders, ["x"] * 5, ids))
     assert torch.equal(whole.images[2], images[2])
     assert whole.diagnostics[2]["face_found"] is False and whole.diagnostics[2]["passed_through"] is True
+    assert "no face" in whole.diagnostics[2]["reason"] and "candidate_ids" not in whole.diagnostics[2]
     assert whole.diagnostics[2]["gender_source"] == "classifier"
+    # counted, never silent: every diagnostic says whether its image passed through, and the log counts them
+    assert [d["passed_through"] for d in whole.diagnostics] == [False, False, True, False, False]
+    counting.protect(FaceBatch(images[2:3], genders[2:3], ["x"], ids[2:3]))
+    assert counting.passed_through == 2 and len(logged) == 2
+    assert "1 of 5 images" in logged[0] and "no face" in logged[0] and logged[1].endswith("2 so far")
     singles = [pridss.protect(FaceBatch(images[i : i + 1], genders[i : i + 1], ["x"], ids[i : i + 1])) for i in range(5)]
     assert torch.allclose(whole.images, torch.cat([s.images for s in singles]), atol=1e-5)
     assert [d.get("candidate_ids") for d in whole.diagnostics] == [s.diagnostics[0].get("candidate_ids") for s in singles]
@@ -173,9 +192,9 @@ def test_state_dict_round_trip(pridss, faces, tmp_path):
 def test_candidates_nested_across_m(pridss, faces):
     small = PriDSS({**pridss.opts, "m": 2}, pridss.context)
     small.load_state_dict(pridss.state_dict())
-    big = pridss.candidates_for(faces.ids, faces.genders)
+    big = drawn_candidates(pridss, faces)
     assert big.shape == (len(faces), 3)
-    assert (small.candidates_for(faces.ids, faces.genders) == big[:, :2]).all()
+    assert (drawn_candidates(small, faces) == big[:, :2]).all()
     assert len({tuple(r) for r in big.tolist()}) > 1  # different images draw different candidates
 
 
@@ -184,8 +203,20 @@ def test_latent_backend_is_wired(tmp_path):
 
     assert set(LATENT_OPTIONS) <= set(PriDSS.options)
     plugin = PriDSS({"backend": "latent", "m": 4}, make_context(tmp_path))
-    backend = plugin._latent_backend()
-    assert isinstance(backend, LatentBackend) and backend.opts["m"] == 4
+    backend = plugin.backend
+    assert isinstance(backend, LatentBackend) and backend.opts["m"] == 4 and backend.name == "latent"
+    assert isinstance(PriDSS({}, make_context(tmp_path)).backend, PixelBackend)
+
+
+def test_context_is_required(tmp_path):
+    from sbpet_bench.api import PluginError
+
+    with pytest.raises(TypeError):
+        PriDSS({"m": 3})  # the context has no default
+    with pytest.raises(TypeError, match="PluginContext"):
+        PriDSS({"m": 3}, None)
+    with pytest.raises(PluginError, match="pridss.m"):
+        PriDSS({"m": 0}, make_context(tmp_path))
 
 
 class CountingVerifier(MeanGreyVerifier):
@@ -202,8 +233,8 @@ class EmbeddingProbe(GenderClassifier):
 
     name = "test-probe"
 
-    def __init__(self, embedder):
-        super().__init__()
+    def __init__(self, embedder, context):
+        super().__init__({}, context)
         self.embedder = embedder
         self.weight = torch.linspace(-3, 3, 256)
 
@@ -215,10 +246,11 @@ class EmbeddingProbe(GenderClassifier):
 
 
 def test_score_reuses_verifier_embeddings(pridss, faces):
-    verifier = CountingVerifier()
-    probe = EmbeddingProbe(verifier)
+    verifier = CountingVerifier({}, pridss.context)
+    probe = EmbeddingProbe(verifier, pridss.context)
     ctx = make_context(pridss.context.work_dir, seed=3, model_path=pridss.context.model_path,
-                       plugins={"test-probe": probe, "test-grey-counting": verifier, "test-grey": MeanGreyVerifier()})
+                       plugins={"test-probe": probe, "test-grey-counting": verifier,
+                                "test-grey": MeanGreyVerifier({}, pridss.context)})
     shared = PriDSS({**pridss.opts, "classifier": "test-probe", "verifier": "test-grey-counting"}, ctx)
     shared.load_state_dict(pridss.state_dict())
     parts = shared.fused_candidates(faces.all())
@@ -229,7 +261,7 @@ def test_score_reuses_verifier_embeddings(pridss, faces):
     assert verifier.calls == n + len(originals)  # each fusion embedded once
     # another verifier instance than the probe's own: the probe must embed the images itself
     other = PriDSS({**pridss.opts, "classifier": "test-probe", "verifier": "test-grey"}, ctx)
-    assert other.shared_embedding_classifier(probe, MeanGreyVerifier()) is None
+    assert other.shared_embedding_classifier(probe, MeanGreyVerifier({}, ctx)) is None
     verifier.calls = 0
     p_fallback, sim_fallback = other.score(originals, fused)
     assert verifier.calls == n
@@ -238,7 +270,7 @@ def test_score_reuses_verifier_embeddings(pridss, faces):
 
 
 def test_fusion_settings(faces, geometry):
-    from sbpet_pridss.fusion import match_colour
+    from sbpet_pridss.pixel.blending import match_colour
 
     marks = geometry.landmarks(faces.images)
     idx = torch.nonzero(marks.found).flatten()
@@ -287,7 +319,7 @@ def _draw_glasses(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def test_glasses_score_flags_a_drawn_frame(faces, geometry):
-    from sbpet_pridss.fusion import GLASSES_THRESHOLD, glasses_score
+    from sbpet_pridss.pixel.pool_filters import GLASSES_THRESHOLD, glasses_score
 
     marks = geometry.landmarks(faces.images)
     x, p = faces.images[marks.found], marks.points[marks.found]
@@ -303,17 +335,17 @@ def test_glasses_score_flags_a_drawn_frame(faces, geometry):
 def test_glasses_wearers_are_not_candidates(pridss, faces):
     clone = PriDSS({**pridss.opts}, pridss.context)
     state = pridss.state_dict()
-    assert "pool_glasses" in state and len(state["pool_glasses"]) == len(pridss._pool_ids)
-    clone.load_state_dict({**state, "pool_glasses": torch.arange(len(pridss._pool_ids)) % 2 * 10.0})  # odd = glasses
-    drawn = clone.candidates_for(faces.ids, faces.genders)
+    assert "pool_glasses" in state and len(state["pool_glasses"]) == len(pridss.backend.pool_ids)
+    clone.load_state_dict({**state, "pool_glasses": torch.arange(len(pridss.backend.pool_ids)) % 2 * 10.0})  # odd = glasses
+    drawn = drawn_candidates(clone, faces)
     assert drawn.size and bool((drawn % 2 == 0).all())
     off = PriDSS({**pridss.opts, "glasses": 0}, pridss.context)
-    off.load_state_dict({**state, "pool_glasses": torch.full((len(pridss._pool_ids),), 10.0)})
-    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())  # filter off: every face may be drawn
+    off.load_state_dict({**state, "pool_glasses": torch.full((len(pridss.backend.pool_ids),), 10.0)})
+    assert bool((drawn_candidates(off, faces) % 2 == 1).any())  # filter off: every face may be drawn
     # a state saved before the filter existed gets its scores recomputed
     old = {k: v for k, v in state.items() if k not in ("pool_glasses", "pool_fringe", "pool_shape")}
     clone.load_state_dict(old)
-    assert torch.allclose(clone._pool["glasses"], state["pool_glasses"], atol=1e-4)
+    assert torch.allclose(clone.backend.pool["glasses"], state["pool_glasses"], atol=1e-4)
 
 
 def test_candidate_crop_edge_is_not_smeared(faces, geometry):
@@ -335,7 +367,7 @@ def test_candidate_crop_edge_is_not_smeared(faces, geometry):
 
 
 def test_mouth_mask_covers_an_open_mouth():
-    from sbpet_pridss.geometry import MEAN_SHAPE_90
+    from sbpet_pridss.pixel.geometry import MEAN_SHAPE_90
 
     pts = torch.tensor(MEAN_SHAPE_90).unsqueeze(0).clone()
     pts[0, 55:60, 1] += 6  # lower outer lip down
@@ -350,8 +382,8 @@ def test_mouth_mask_covers_an_open_mouth():
 
 
 def test_forehead_cover_flags_a_fringe(faces, geometry):
-    from sbpet_pridss.fusion import forehead_cover
-    from sbpet_pridss.geometry import forehead_outline
+    from sbpet_pridss.pixel.pool_filters import forehead_cover
+    from sbpet_pridss.pixel.geometry import forehead_outline
 
     marks = geometry.landmarks(faces.images)
     x, p = faces.images[marks.found], marks.points[marks.found]
@@ -368,19 +400,19 @@ def test_forehead_cover_flags_a_fringe(faces, geometry):
 
 def test_fringe_filter_excludes_candidates(pridss, faces):
     state = pridss.state_dict()
-    assert "pool_fringe" in state and len(state["pool_fringe"]) == len(pridss._pool_ids)
-    cover = (torch.arange(len(pridss._pool_ids)) % 2).float()  # odd = covered forehead
+    assert "pool_fringe" in state and len(state["pool_fringe"]) == len(pridss.backend.pool_ids)
+    cover = (torch.arange(len(pridss.backend.pool_ids)) % 2).float()  # odd = covered forehead
     on = PriDSS({**pridss.opts, "fringe": 0.5}, pridss.context)
     on.load_state_dict({**state, "pool_fringe": cover})
-    assert bool((on.candidates_for(faces.ids, faces.genders) % 2 == 0).all())
+    assert bool((drawn_candidates(on, faces) % 2 == 0).all())
     off = PriDSS({**pridss.opts, "fringe": 0}, pridss.context)
     off.load_state_dict({**state, "pool_fringe": cover})
-    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
+    assert bool((drawn_candidates(off, faces) % 2 == 1).any())
 
 
 def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
-    from sbpet_pridss.fusion import shape_residual
-    from sbpet_pridss.geometry import MEAN_SHAPE_90
+    from sbpet_pridss.pixel.pool_filters import shape_residual
+    from sbpet_pridss.pixel.geometry import MEAN_SHAPE_90
 
     canon = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)
     moved = canon * 1.3 + torch.tensor([5.0, -3.0])  # a scaled, shifted mean face is still the mean shape
@@ -391,18 +423,18 @@ def test_shape_outliers_are_not_candidates(pridss, faces, geometry):
     real = shape_residual(geometry.landmarks(faces.images).points[:4])
     assert bool(((real > 0.5) & (real < 3.8)).all())  # real faces: a little off the mean, not outliers
     state = pridss.state_dict()
-    assert len(state["pool_shape"]) == len(pridss._pool_ids)
-    odd_pool = {**state, "pool_shape": (torch.arange(len(pridss._pool_ids)) % 2) * 10.0}
+    assert len(state["pool_shape"]) == len(pridss.backend.pool_ids)
+    odd_pool = {**state, "pool_shape": (torch.arange(len(pridss.backend.pool_ids)) % 2) * 10.0}
     clone = PriDSS({**pridss.opts, "shape_outlier": 3.8}, pridss.context)
     clone.load_state_dict(odd_pool)
-    assert bool((clone.candidates_for(faces.ids, faces.genders) % 2 == 0).all())
+    assert bool((drawn_candidates(clone, faces) % 2 == 0).all())
     off = PriDSS({**pridss.opts, "shape_outlier": 0}, pridss.context)
     off.load_state_dict(odd_pool)
-    assert bool((off.candidates_for(faces.ids, faces.genders) % 2 == 1).any())
+    assert bool((drawn_candidates(off, faces) % 2 == 1).any())
 
 
 def test_frame_lines_trace_a_drawn_frame_and_the_overlay_keeps_it(faces, geometry):
-    from sbpet_pridss.fusion import frame_lines, glasses_score
+    from sbpet_pridss.pixel.pool_filters import frame_lines, glasses_score
 
     marks = geometry.landmarks(faces.images)
     x, p = faces.images[marks.found], marks.points[marks.found]
@@ -441,8 +473,8 @@ def test_frame_lines_trace_a_drawn_frame_and_the_overlay_keeps_it(faces, geometr
 
 
 def test_warp_distortion_grows_with_stretch_and_flags_folds():
-    from sbpet_pridss.fusion import warp_distortion
-    from sbpet_pridss.geometry import MEAN_SHAPE_90
+    from sbpet_pridss.pixel.warping import warp_distortion
+    from sbpet_pridss.pixel.geometry import MEAN_SHAPE_90
 
     own = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)
     nose = own[:, 30:31]
@@ -462,8 +494,8 @@ def test_warp_distortion_grows_with_stretch_and_flags_folds():
 
 
 def test_jaw_moves_inwards_only_as_far_as_the_image_reaches():
-    from sbpet_pridss.fusion import jaw_within_frame
-    from sbpet_pridss.geometry import MEAN_SHAPE_90
+    from sbpet_pridss.pixel.warping import jaw_within_frame
+    from sbpet_pridss.pixel.geometry import MEAN_SHAPE_90
 
     tight = torch.tensor(MEAN_SHAPE_90).unsqueeze(0)  # the jaw runs along (and past) the 90 px frame
     nose = tight[:, 30:31]
@@ -482,7 +514,7 @@ def test_jaw_moves_inwards_only_as_far_as_the_image_reaches():
 
 
 def test_poisson_regions_per_source_match_separate_solves():
-    from sbpet_pridss.fusion import poisson_blend
+    from sbpet_pridss.pixel.blending import poisson_blend
 
     g = torch.Generator().manual_seed(0)
     src = torch.rand(2, 3, 3, 16, 16, generator=g)
@@ -513,7 +545,7 @@ def test_plugin_avoids_distorted_candidates(pridss, faces):
     batch = faces.all()
     parts = pridss.fused_candidates(batch)
     d = parts["distortion"]
-    assert d.shape == parts["candidates"].shape and bool((d >= 0).all())
+    assert d.shape == (len(parts["candidate_ids"]), len(parts["candidate_ids"][0])) and bool((d >= 0).all())
     strict = PriDSS({**pridss.opts, "max_distortion": 1e-6}, pridss.context)
     strict.load_state_dict(pridss.state_dict())
     diags = [x for x in strict.protect(batch).diagnostics if x["face_found"]]
@@ -523,7 +555,7 @@ def test_plugin_avoids_distorted_candidates(pridss, faces):
 
 
 def test_tone_limit_lifts_a_black_streak_and_keeps_shading():
-    from sbpet_pridss.fusion import limit_tones
+    from sbpet_pridss.pixel.blending import limit_tones
 
     g = torch.Generator().manual_seed(0)
     skin = 0.6 + 0.03 * torch.randn(1, 1, 40, 40, generator=g)
@@ -540,7 +572,7 @@ def test_tone_limit_lifts_a_black_streak_and_keeps_shading():
 
 
 def test_chroma_mix_keeps_brightness_and_takes_the_original_colour(faces, geometry):
-    from sbpet_pridss.fusion import mix_chroma
+    from sbpet_pridss.pixel.blending import mix_chroma
 
     g = torch.Generator().manual_seed(1)
     src, tgt = torch.rand(2, 3, 8, 8, generator=g) * 0.5 + 0.25, torch.rand(2, 3, 8, 8, generator=g) * 0.5 + 0.25

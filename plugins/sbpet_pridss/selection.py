@@ -1,4 +1,9 @@
-"""PriDSS's best-candidate selection, shared by both backends."""
+"""PriDSS's best-candidate selection, shared by both backends: score every fusion, keep the lowest PIC.
+
+The internal gender classifier gives each fusion's P(male), the internal recogniser its cosine
+similarity SIM to the original; the privacy-identity criterion PIC = |2 P(male) - 1| - SIM is low
+when the fusion's gender is ambiguous and its identity is kept.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +32,37 @@ def select_lowest_pic(p_male: torch.Tensor, similarity: torch.Tensor,
         raise ValueError(f"eligible must be {tuple(pic.shape)}, got {tuple(eligible.shape)}")
     eligible = eligible.to(pic.device) | ~eligible.to(pic.device).any(1, keepdim=True)
     return torch.where(eligible, pic, torch.full_like(pic, float("inf"))).argmin(dim=1), pic
+
+
+# Fusions scored at once: bounds memory whatever the batch size and M.
+SCORE_CHUNK = 256
+
+
+def shared_embedding_classifier(classifier, verifier):
+    """``classifier.predict_male_from_embedding`` when the classifier embeds with this very
+    verifier instance (duck-typed, no import of the classifier's plugin), else None."""
+    from_embedding = getattr(classifier, "predict_male_from_embedding", None)
+    if callable(from_embedding) and getattr(classifier, "embedder", None) is verifier:
+        return from_embedding
+    return None
+
+
+def score_fusions(classifier, verifier, originals: torch.Tensor, fused: torch.Tensor,
+                  reuse_embeddings: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """P(male) and SIM to the original (both (B, M), on the CPU) of (B, M, 3, H, W) fusions of (B, 3, H, W)
+    originals, :data:`SCORE_CHUNK` fusions at a time."""
+    b, m = fused.shape[:2]
+    flat = fused.reshape(b * m, *fused.shape[2:])
+    chunks = [flat[i : i + SCORE_CHUNK] for i in range(0, len(flat), SCORE_CHUNK)]
+    from_embedding = shared_embedding_classifier(classifier, verifier) if reuse_embeddings else None
+    p_parts, e_parts = [], []
+    for c in chunks:
+        e_c = verifier.embed(c)
+        # A classifier on the verifier's own embeddings (resnet-gender-probe on faceapi-resnet)
+        # reuses them: each fusion then goes through the network once instead of twice.
+        p_c = from_embedding(e_c) if from_embedding is not None else classifier.predict_male(c)
+        p_parts.append(p_c.float().cpu())
+        e_parts.append(e_c.float().cpu())
+    p, e = torch.cat(p_parts), torch.cat(e_parts)
+    e0 = verifier.embed(originals).float().cpu()
+    return p.view(b, m), (e.view(b, m, -1) * e0.unsqueeze(1)).sum(-1)

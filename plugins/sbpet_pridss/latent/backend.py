@@ -6,25 +6,25 @@ inverted with e4e), opposite-gender candidates are sampled from the generator
 original by the FFHQ FusionNet hierarchy (eyes, mouth, hair, background from
 the original; skin and the global code from the candidate, see
 :mod:`.fusion_net`), rendered, scored with the internal classifier P(male) and
-recogniser SIM, and the fusion with the lowest PIC is kept.
+recogniser SIM by the plugin front, and the fusion with the lowest PIC is kept.
 
-Candidates are drawn from a random generator seeded by (seed, image id), so an
-image's candidates, and its output, do not depend on the batch it is in.
+Candidates are drawn from the per-image random generators the front hands over
+(seeded by seed and image id), so an image's candidates, and its output, do not
+depend on the batch it is in.
 """
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
+from sbpet_bench.api import FaceBatch, FaceSet, Option, PluginContext, PluginError
 
-from ..selection import select_lowest_pic
+from ..backends import Draws, Fusions
 from .assets import E4E, GENERATOR, STYLEFUSION
 from .fusion_net import FusionNet, Hierarchy, fuse_pridss
 from .stylegan2 import Generator, SCode, to_unit
@@ -59,26 +59,22 @@ def load_latents(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 class LatentBackend:
-    """Fusion of S codes with StyleFusion's FusionNets; same selection and diagnostics as the pixel backend."""
+    """Fusion of S codes with StyleFusion's FusionNets (the :class:`..backends.FusionBackend` of ``backend=latent``)."""
 
-    def __init__(self, opts: Mapping[str, Any], context: PluginContext, generator: Generator | None = None,
+    name = "latent"
+
+    def __init__(self, opts: Mapping[str, Any], context: PluginContext, seed: int,
+                 evaluators: Callable[[], tuple[Any, Any]], generator: Generator | None = None,
                  hierarchy: Hierarchy | None = None):
         self.opts = {**{k: o.default for k, o in LATENT_OPTIONS.items()}, **dict(opts)}
-        self.context = context
+        self.context, self.seed, self.evaluators = context, seed, evaluators
         self.device = context.device
         self._generator, self._hierarchy = generator, hierarchy
         self._mean: torch.Tensor | None = None
         self._latents: dict[str, torch.Tensor] | None = None
         self._encoder = None
-        if int(self.opts["m"]) < 1:
-            raise PluginError(f"pridss.m must be at least 1, got {self.opts['m']}")
 
     # ------------------------------------------------------------------ models
-
-    @property
-    def seed(self) -> int:
-        seed = int(self.opts.get("seed", -1))
-        return seed if seed >= 0 else self.context.seed
 
     def _model_file(self, asset: str) -> str:
         try:
@@ -116,13 +112,6 @@ class LatentBackend:
         if self._mean is None:
             self._mean = self.generator.mean_latent(4096, torch.Generator().manual_seed(self.seed))
         return self._mean
-
-    def _evaluators(self):
-        try:
-            return self.context.get_classifier(self.opts["classifier"]), self.context.get_verifier(self.opts["verifier"])
-        except KeyError as exc:
-            raise PluginError(f"pridss: internal evaluator unavailable ({exc}); set pridss.classifier / "
-                              "pridss.verifier to installed plugins") from exc
 
     # ------------------------------------------------------------------ harness hooks (nothing to learn)
 
@@ -175,19 +164,18 @@ class LatentBackend:
             self._encoder = E4EInverter.load(path, self.generator, self.device)
         return self._encoder
 
-    def sample_candidates(self, ids: list[str], genders: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def sample_candidates(self, ids: list[str], draws: Draws, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """(B, M, D) w codes of opposite-gender candidates, their P(male) (B, M), and each image's rounds.
 
-        Each image draws 2M z per round from its own seeded generator; the
+        Each image draws 2M z per round from its own generator in ``draws``; the
         internal classifier labels the rendered samples, and the first M of the
         opposite gender are kept.
         """
-        gen, m = self.generator, int(self.opts["m"])
-        classifier, _ = self._evaluators()
-        rngs = [np.random.default_rng([self.seed, zlib.crc32(i.encode("utf-8"))]) for i in ids]
+        gen, m, rngs = self.generator, draws.m, draws.rngs
+        classifier, _ = self.evaluators()
         kept: list[list[torch.Tensor]] = [[] for _ in ids]
         kept_p: list[list[float]] = [[] for _ in ids]
-        target = (1 - genders).tolist()
+        target = (1 - draws.genders).tolist()
         rounds = [0] * len(ids)
         while any(len(k) < m for k in kept):
             if max(rounds) == int(self.opts["max_rounds"]):
@@ -210,7 +198,7 @@ class LatentBackend:
                         kept_p[row].append(float(p[k]))
         return torch.stack([torch.stack(k) for k in kept]), torch.tensor(kept_p), rounds
 
-    def fuse(self, original: SCode, candidate_w: torch.Tensor) -> SCode:
+    def fuse_codes(self, original: SCode, candidate_w: torch.Tensor) -> SCode:
         """Fuse each original (B) with its M candidates (B, M, D) -> (B*M) S codes."""
         b, m = candidate_w.shape[:2]
         orig = original.map(lambda t: t.repeat_interleave(m, 0))
@@ -220,33 +208,16 @@ class LatentBackend:
                  for i in range(0, b * m, step)]
         return SCode.cat(parts)
 
-    # ------------------------------------------------------------------ protect
+    # ------------------------------------------------------------------ fusion
 
     @torch.no_grad()
-    def protect(self, batch: FaceBatch) -> ProtectResult:
-        x = batch.images.to(self.device)
-        b, _, h, w = x.shape
-        classifier, verifier = self._evaluators()
-        genders = batch.genders.cpu().clone()
-        known = genders >= 0
-        if not bool(known.all()):
-            genders[~known] = (classifier.predict_male(x[~known]).float().cpu() > 0.5).long()
+    def fuse(self, batch: FaceBatch, draws: Draws) -> Fusions:
+        """Every image's M candidates sampled, fused with its S code and rendered: (B, M, 3, H, W)."""
+        b, _, h, w = batch.images.shape
         original, code_source = self.original_codes(batch)
-        cand_w, cand_p, rounds = self.sample_candidates(list(batch.ids), genders, h, w)
+        cand_w, cand_p, rounds = self.sample_candidates(list(batch.ids), draws, h, w)
         m = cand_w.shape[1]
-        fused = self._render(self.fuse(original, cand_w), h, w)  # (B*M, 3, h, w)
-        step = max(1, int(self.opts["chunk"]))
-        p_male = torch.cat([classifier.predict_male(f).float().cpu() for f in fused.split(step)]).view(b, m)
-        emb = torch.cat([verifier.embed(f).float().cpu() for f in fused.split(step)])
-        sim = (emb.view(b, m, -1) * verifier.embed(x).float().cpu().unsqueeze(1)).sum(-1)
-        chosen, pic = select_lowest_pic(p_male, sim)
-        out = fused.view(b, m, 3, h, w)[torch.arange(b, device=fused.device), chosen.to(fused.device)]
-        diagnostics = [{"backend": "latent", "original_gender": int(genders[i]),
-                        "gender_source": "label" if bool(known[i]) else "classifier",
-                        "original_code": code_source[i], "sampling_rounds": rounds[i],
-                        "candidate_p_male": [round(float(v), 6) for v in cand_p[i]],
-                        "p_male": [round(float(v), 6) for v in p_male[i]],
-                        "similarity": [round(float(v), 6) for v in sim[i]],
-                        "pic": [round(float(v), 6) for v in pic[i]], "chosen": int(chosen[i])}
-                       for i in range(b)]
-        return ProtectResult(out.clamp(0, 1).to(batch.images.dtype), diagnostics)
+        fused = self._render(self.fuse_codes(original, cand_w), h, w).view(b, m, 3, h, w)
+        return Fusions(fused, torch.arange(b), per_image=[{"original_code": code_source[i], "sampling_rounds": rounds[i]}
+                                                         for i in range(b)],
+                       per_candidate={"candidate_p_male": cand_p}, digits={"candidate_p_male": 6})
