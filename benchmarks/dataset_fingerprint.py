@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sbpet_bench.data import dataset_fingerprint
 from sbpet_bench.plugins import load_registry
+from sbpet_bench.testing import make_context
 
 
 def main() -> None:
@@ -25,9 +26,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     registry = load_registry()
-    entry = next(e for e in registry.all_entries("dataset") if e.create({}, None).detect(args.data))
+    entry = next(e for e in registry.all_entries("dataset") if e.create({}, make_context()).detect(args.data))
     t0 = time.perf_counter()
-    records, skipped = entry.create({}, None).read(args.data)
+    records, skipped = entry.create({}, make_context()).read(args.data)
     read_s = time.perf_counter() - t0
     total_bytes = sum(Path(r.path).stat().st_size for r in records)
     print(f"source {entry.name}: {len(records)} records ({total_bytes / 2**20:.1f} MiB), {len(skipped)} skipped, "

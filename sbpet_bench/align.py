@@ -22,6 +22,7 @@ from PIL import Image
 from .api import CROPS, Aligner, FaceRecord
 from .cache import Cache, atomic_write_bytes, atomic_write_text, stable_hash
 from .images import ImageDecodeError, load_image
+from .results import json_text
 
 __all__ = ["align_records", "aligned_dir", "AlignStageError"]
 
@@ -131,7 +132,7 @@ def align_records(records: Sequence[FaceRecord], aligner: Aligner, cache: Cache,
                     "id": records[i].id, "diagnostics": diagnostics[j] if j < len(diagnostics) else {}}
             if found:
                 atomic_write_bytes(png, _png_bytes(result.images[j]))
-            atomic_write_text(meta_path, json.dumps(meta, default=_json_default))
+            atomic_write_text(meta_path, json_text(meta))
             metas[i] = meta
 
     aligned: list[FaceRecord] = []
@@ -145,11 +146,3 @@ def align_records(records: Sequence[FaceRecord], aligner: Aligner, cache: Cache,
             reason = metas[i]["reason"] if metas[i] is not None else "not aligned"
             skipped.append({"path": rec.path, "reason": f"alignment ({aligner.name}): {reason}"})
     return aligned, skipped
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

@@ -296,17 +296,21 @@ class Plugin:
     evaluator_role: ClassVar[str] = ""
     crop: ClassVar[str] = CROP_TIGHT  # the face crop (see CROPS) this plugin expects its input images in
 
-    def __init__(self, options: Mapping[str, Any] | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping[str, Any] | None, context: PluginContext):
+        # Required, not defaulted: a plugin built without a context used to fall back to the CPU, seed 0
+        # and no model store, and so behaved differently from the same plugin inside a run.
+        # sbpet_bench.testing.make_context builds a context for tests and direct use.
+        if not isinstance(context, PluginContext):
+            raise TypeError(f"{type(self).__name__} needs a PluginContext as its second argument, got {context!r}; "
+                            "sbpet_bench.testing.make_context builds one for tests and direct use")
         declared = {key: opt.default for key, opt in self.options.items()}
         declared.update(options or {})
         self.opts: dict[str, Any] = declared
-        self.context = context
+        self.context: PluginContext = context
 
     @property
     def device(self) -> torch.device:
-        import torch
-
-        return self.context.device if self.context is not None else torch.device("cpu")
+        return self.context.device
 
     # Fitting is optional. A plugin that fits overrides ``fit`` and returns its
     # learned state from ``state_dict`` (tensors/arrays only: the harness caches

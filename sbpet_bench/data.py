@@ -81,6 +81,34 @@ def check_evaluation_size(splits: "Splits", min_per_class: int = 10) -> None:
             "--train-per-class / --pool-per-class so that fewer identities are set aside for training and borrowing")
 
 
+def check_training_split(splits: "Splits", spec: "SplitSpec", data_flag: str = "--data") -> None:
+    """Raise :class:`ConfigError` when the training split or the candidate pool lacks a gender they were asked for.
+
+    The evaluation sample is drawn first, so a --per-class too large for the data set leaves training (or the
+    pool) without one gender; every fit would then fail late, one plugin after another, with its own message.
+    """
+    for part, asked, flag in (("training split", spec.train_per_class, "--train-per-class"),
+                              ("candidate pool", spec.pool_per_class, "--pool-per-class")):
+        if not asked:
+            continue  # none asked for: the run has nothing to fit on (or borrow from) by choice
+        records = splits.train if part == "training split" else splits.pool
+        counts = {label: sum(r.gender == g for r in records) for g, label in ((MALE, "male"), (FEMALE, "female"))}
+        missing = [label for label, n in counts.items() if n == 0]
+        if missing:
+            if data_flag == "--train-data" or spec.per_class is None:  # training and pool are drawn before evaluation
+                cause = f"{data_flag} has no (unused) identities of that gender left for it"
+            else:
+                evaluated = {label: sum(r.gender == g for r in splits.eval) for g, label in ((MALE, "male"), (FEMALE, "female"))}
+                per_class = "all" if spec.per_class is None else spec.per_class
+                cause = (f"the evaluation samples drawn first (--per-class {per_class} for a dev and a test sample; this run "
+                         f"evaluates {evaluated['male']} male and {evaluated['female']} female images) left no identities of "
+                         f"that gender in {data_flag}")
+            raise ConfigError(
+                f"the {part} has {counts['male']} male and {counts['female']} female images ({flag} {asked} asked for): "
+                f"{cause}. Lower --per-class, --train-per-class or --pool-per-class (now {spec.train_per_class} and "
+                f"{spec.pool_per_class}), or use a larger data set")
+
+
 class DiskFaceSet:
     """A FaceSet (see :class:`sbpet_bench.api.FaceSet`) that decodes images lazily from disk."""
 

@@ -259,6 +259,15 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
+def json_text(value: Any, indent: int | None = None) -> str:
+    """sbpet's one JSON writer: strict JSON of :func:`to_json_value`'s copy (NaN and infinities null).
+
+    Results, diagnostics and cached metric values all go through it, so no file holds a bare NaN
+    (which strict JSON readers, browsers among them, reject) and a value reads back as it was written.
+    """
+    return json.dumps(to_json_value(value), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def write_results(path: str | Path, results: Any) -> Results:
     """Write ``results`` to ``path`` (a file, or a folder for ``<folder>/results.json``) as strict JSON, atomically.
 
@@ -267,10 +276,9 @@ def write_results(path: str | Path, results: Any) -> Results:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    plain = to_json_value(results)
-    text = json.dumps(plain, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json_text(results, indent=1) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
-    return plain
+    return json.loads(text)
 
 
 def _no_constants(name: str) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -71,10 +72,20 @@ def load_lfw3d_sample(per_class: int = 20, seed: int = 0, root: Path | None = No
     return InMemoryFaceSet(images, genders, identities, [c[0] for c in chosen])
 
 
-def make_context(work_dir: str | Path, *, device: str = "cpu", seed: int = 0, plugins: dict[str, Any] | None = None,
-                 train: Any = None, model_path=None) -> PluginContext:
-    """A PluginContext for tests. ``plugins`` maps names to ready classifier/verifier instances."""
+_TEMPORARY_WORK_DIRS: list[tempfile.TemporaryDirectory] = []  # removed when the interpreter exits
+
+
+def make_context(work_dir: str | Path | None = None, *, device: str = "cpu", seed: int = 0,
+                 plugins: dict[str, Any] | None = None, train: Any = None, model_path=None) -> PluginContext:
+    """A PluginContext for tests and direct use (every plugin's constructor needs one).
+
+    ``plugins`` maps names to ready classifier/verifier instances; ``work_dir`` None gives a temporary
+    folder that is removed when the interpreter exits.
+    """
     plugins = plugins or {}
+    if work_dir is None:
+        _TEMPORARY_WORK_DIRS.append(tempfile.TemporaryDirectory(prefix="sbpet-context-"))
+        work_dir = _TEMPORARY_WORK_DIRS[-1].name
 
     def _get(kind: type):
         def getter(name: str, **_: Any):

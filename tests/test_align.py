@@ -157,7 +157,7 @@ class CountingAligner(Aligner):
     name = "counting"
     version = "1"
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         self.seen = 0
         self.calls = 0
@@ -190,7 +190,7 @@ def test_align_records_writes_crops_lists_misses_and_caches(tmp_path):
     data.mkdir()
     records = _records(data, 5)
     cache = Cache(tmp_path / "cache")
-    stub = CountingAligner()
+    stub = CountingAligner({}, make_context())
     aligned, skipped = align_records(records, stub, cache, 32, "tight", batch_size=2, aligner_key="k1")
     assert stub.seen == 5 and stub.calls == 3  # the undecodable file never reaches the aligner
     assert [r.id for r in aligned] == ["p0.png", "p1.png", "p3.png", "p4.png"]
@@ -202,22 +202,22 @@ def test_align_records_writes_crops_lists_misses_and_caches(tmp_path):
     assert reasons["p2.png"] == "alignment (counting): no face detected"
     assert "not an image" in reasons["broken.jpg"] or "unreadable" in reasons["broken.jpg"]
 
-    again = CountingAligner()
+    again = CountingAligner({}, make_context())
     aligned2, skipped2 = align_records(records, again, cache, 32, "tight", batch_size=2, aligner_key="k1")
     assert again.seen == 0  # everything, misses included, came from the cache
     assert aligned2 == aligned and skipped2 == skipped
 
     # another size, crop or aligner key is another entry; an edited image is aligned again, alone
-    other = CountingAligner()
+    other = CountingAligner({}, make_context())
     align_records(records, other, cache, 32, "context", aligner_key="k1")
     assert other.seen == 5
     Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(records[0].path)
-    edited = CountingAligner()
+    edited = CountingAligner({}, make_context())
     aligned3, _ = align_records(records, edited, cache, 32, "tight", aligner_key="k1")
     assert edited.seen == 1
     assert aligned3[0].path != aligned[0].path and load_image(aligned3[0].path)[0, 0].tolist() == [200, 200, 200]
 
-    refreshed = CountingAligner()
+    refreshed = CountingAligner({}, make_context())
     align_records(records, refreshed, Cache(tmp_path / "cache", refresh=True), 32, "tight", aligner_key="k1")
     assert refreshed.seen == 5
 
@@ -254,9 +254,9 @@ def test_align_records_rejects_an_aligner_that_breaks_the_contract(tmp_path):
     data = tmp_path / "d"
     data.mkdir()
     with pytest.raises(AlignStageError, match="aligner 'wrong' returned images"):
-        align_records(_records(data, 2), Wrong(), Cache(tmp_path / "c"), 16, "tight")
+        align_records(_records(data, 2), Wrong({}, make_context()), Cache(tmp_path / "c"), 16, "tight")
     with pytest.raises(ValueError, match="unknown crop"):
-        align_records([], Wrong(), Cache(tmp_path / "c"), 16, "wide")
+        align_records([], Wrong({}, make_context()), Cache(tmp_path / "c"), 16, "wide")
 
 
 # --------------------------------------------------------------------------- the stand-in
@@ -282,7 +282,7 @@ def test_standin_is_seeded_keeps_labels_and_reads_as_lfw(lfw3d, tmp_path):
     assert len(females) == 5 and set(females) <= source_females - source_males
 
     entry = load_registry().get("dataset", "lfw")
-    source = entry.create({}, None)
+    source = entry.create({}, make_context())
     assert source.detect(str(tmp_path / "a"))
     records, _ = source.read(str(tmp_path / "a"))
     assert {r.id.split("/")[1]: r.gender for r in records} == {**{m: MALE for m in males}, **{f: FEMALE for f in females}}

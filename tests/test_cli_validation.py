@@ -21,8 +21,15 @@ SYNTAX_ERROR = "def broken(:\n    pass\n"
 
 @pytest.fixture
 def nowhere(tmp_path) -> str:
-    """A --data path that does not exist: a run that got as far as reading data would say so instead."""
-    return str(tmp_path / "no-data-here")
+    """A --data folder that exists but holds no data set: a run that got as far as reading data would say so instead.
+
+    It exists because a missing --data is answered first of all (before the plugins load, see
+    test_missing_data_is_answered_before_torch_loads); every other check must still come before the data's layout.
+    """
+    folder = tmp_path / "not-a-data-set"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no faces here\n")
+    return str(folder)
 
 
 def _invoke(args: list[str]):
@@ -38,7 +45,7 @@ def _assert_user_error(result, *fragments: str) -> None:
     assert error_lines, output
     for fragment in fragments:
         assert fragment in output, (fragment, output)
-    assert "no such folder" not in output  # the check came before the data
+    assert "recognises this layout" not in output  # the check came before the data
 
 
 def _read_only_folder(tmp_path: Path) -> str:
@@ -151,6 +158,64 @@ def test_no_traceback_in_a_real_process(tmp_path):
     assert proc.stderr.startswith("error: benchmark file") and "'seed'" in proc.stderr
 
 
+MISSING_DATA_PROBE = """
+import sys
+sys.argv = ["sbpet", "run", "--pets", "blur", "--classifiers", "no-such-classifier", "--data", sys.argv[1], "--out", sys.argv[2]]
+from sbpet_bench.cli import app
+try:
+    app()
+except SystemExit as exc:
+    print("exit", exc.code, "torch" in sys.modules, "sbpet_bench.plugins" in sys.modules)
+"""
+
+
+def test_missing_data_is_answered_before_torch_loads(tmp_path):
+    """A mistyped --data is answered from the flags alone: no plugin module (nor torch) is imported first."""
+    proc = subprocess.run([sys.executable, "-c", MISSING_DATA_PROBE, str(tmp_path / "no" / "such"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["exit", "2", "False", "False"], (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("error: --data ") and "no such folder or file" in proc.stderr
+
+
+def test_data_that_is_empty_or_unreadable(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _assert_user_error(_invoke(["run", "--pets", "blur", "--data", str(empty)]), "--data", "the folder is empty")
+    manifest = tmp_path / "faces.csv"
+    manifest.write_text("")
+    _assert_user_error(_invoke(["run", "--pets", "blur", "--data", str(manifest)]), "--data", "the file is empty")
+    manifest.write_text("path,gender\n")
+    _assert_user_error(_invoke(["run", "--pets", "blur", "--data", str(manifest), "--train-data", str(tmp_path / "gone")]),
+                       "--train-data", "no such folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "a.jpg").write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):  # root reads it anyway
+            pytest.skip("permission bits do not apply to this user")
+        _assert_user_error(_invoke(["run", "--pets", "blur", "--data", str(locked)]), "--data", "cannot read it")
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_unknown_layout_is_named_after_the_names(tmp_path, nowhere):
+    result = _invoke(["run", "--pets", "blur", "--data", nowhere])
+    assert result.exit_code == 2 and "no dataset source recognises this layout" in result.output, result.output
+    result = _invoke(["run", "--pets", "blurr", "--data", nowhere])
+    assert result.exit_code == 2 and "unknown pet 'blurr'" in result.output, result.output
+
+
+def test_help_shows_defaults_and_what_flags_do():
+    text = " ".join(CliRunner().invoke(cli.app, ["run", "--help"], env={"COLUMNS": "1000"}).output.split())
+    # brackets survive rich's markup; the flags say what they do
+    for fragment in ("Evaluation images per gender", "[default: 500]", "blur[sigma=3]", "privacy-utility plot and equal-privacy "
+                     "table use (default: the worst case", "faceapi-gender, hm-faceres-gender and hm-gear",
+                     "Fits, protects and scores nothing", "(default: --batch-size)"):
+        assert fragment in text, fragment
+    assert "record attribute" not in text and "faceapi-gender if present" not in text
+
+
 def test_trust_pickle_is_gone():
     result = _invoke(["run", "--trust-pickle", "--pets", "blur", "--data", "x"])
     assert result.exit_code == 2 and "No such option" in result.output
@@ -166,6 +231,10 @@ def test_good_values_and_new_run_settings(tmp_path, monkeypatch):
     assert cfg.options == {"blur.sigma": 2} and cfg.seed == 7 and not (tmp_path / "out").exists()  # checked, not created
     seen = {}
     monkeypatch.setattr("sbpet_bench.pipeline.run", lambda cfg, argv=None, registry=None: seen.setdefault("cfg", cfg))
+    for name in ("d", "t"):  # --data and --train-data must exist (checked before the pipeline is called)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "faces.csv").write_text("path,gender\n")
+    monkeypatch.chdir(tmp_path)
     result = _invoke(["run", "--pets", "blur", "--data", "d", "--out", str(tmp_path / "o"), "--align", "dlib",
                       "--train-data", "t", "--plugin-timeout", "5", "--dry-run", "--executor", "ray", "--ray-address", "auto",
                       "--shard-size", "32", "--privacy-by", "faceapi-gender", "--split", "dev", "--no-informed",

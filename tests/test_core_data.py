@@ -15,9 +15,11 @@ from PIL import Image
 
 from sbpet_bench.api import FEMALE, MALE, FaceRecord, PluginError
 from sbpet_bench.config import ConfigError
-from sbpet_bench.data import SplitSpec, Splits, check_evaluation_size, dataset_fingerprint, split, working_size
+from sbpet_bench.data import (SplitSpec, Splits, check_evaluation_size, check_training_split, dataset_fingerprint, split,
+                              working_size)
 from sbpet_bench.images import ImageDecodeError, load_image
 from sbpet_bench.plugins import load_registry
+from sbpet_bench.testing import make_context
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_bad_files_raise_with_reason(tmp_path):
 
 
 def test_lfw3d_reads_labels_and_identities(registry, lfw3d):
-    source = registry.get("dataset", "lfw").create({}, None)
+    source = registry.get("dataset", "lfw").create({}, make_context())
     assert source.detect(str(lfw3d))
     records, skipped = source.read(str(lfw3d))
     # 5 files named in both lists and 3 in neither are listed with that reason instead of vanishing
@@ -85,7 +87,7 @@ def test_official_lfw_layout_is_read(registry, tmp_path):
             Image.fromarray(_face(i)).save(root / "lfw" / ident / f"{ident}_{i:04d}.jpg")
     (root / "male_names.txt").write_text("John_Roe_0001.jpg\n")
     (root / "female_names.txt").write_text("Jane_Doe_0001.jpg\nJane_Doe_0002.jpg\n")
-    records, _ = registry.get("dataset", "lfw").create({}, None).read(str(root))
+    records, _ = registry.get("dataset", "lfw").create({}, make_context()).read(str(root))
     assert {(r.identity, r.gender) for r in records} == {("Jane_Doe", FEMALE), ("John_Roe", MALE)}
 
 
@@ -94,11 +96,11 @@ def test_csv_and_folder_sources(registry, tmp_path):
         (tmp_path / "f" / sub).mkdir(parents=True)
         Image.fromarray(_face(3)).save(tmp_path / "f" / sub / f"Some_One_{sub}_0001.png")
     (tmp_path / "f" / "male" / "notes.txt").write_text("x")
-    records, skipped = registry.get("dataset", "folders").create({}, None).read(str(tmp_path / "f"))
+    records, skipped = registry.get("dataset", "folders").create({}, make_context()).read(str(tmp_path / "f"))
     assert sorted(r.gender for r in records) == [FEMALE, MALE]
     assert skipped and skipped[0]["path"].endswith("notes.txt")
     (tmp_path / "m.csv").write_text("path,gender,identity\nf/male/Some_One_male_0001.png,male,A\nf/female/Some_One_female_0001.png,F,B\n,male,C\n")
-    records, skipped = registry.get("dataset", "csv").create({}, None).read(str(tmp_path / "m.csv"))
+    records, skipped = registry.get("dataset", "csv").create({}, make_context()).read(str(tmp_path / "m.csv"))
     assert [(r.identity, r.gender) for r in records] == [("A", MALE), ("B", FEMALE)]
     assert len(skipped) == 1
 
@@ -178,7 +180,7 @@ def test_folders_accepts_the_usual_class_names_and_says_which(registry, tmp_path
     for sub in (male, female):
         (tmp_path / sub).mkdir()
         Image.fromarray(_face(3)).save(tmp_path / sub / "a.png")
-    source = registry.get("dataset", "folders").create({}, None)
+    source = registry.get("dataset", "folders").create({}, make_context())
     assert source.detect(str(tmp_path))
     records, skipped = source.read(str(tmp_path))
     assert skipped == [] and sorted((r.id, r.gender) for r in records) == sorted([(f"{male}/a.png", MALE), (f"{female}/a.png", FEMALE)])
@@ -189,7 +191,7 @@ def test_folders_refuses_two_folders_for_one_class(registry, tmp_path):
     for sub in ("male", "men", "female"):
         (tmp_path / sub).mkdir()
     with pytest.raises(PluginError, match=r"exactly one male folder .*found male/, men/"):
-        registry.get("dataset", "folders").create({}, None).read(str(tmp_path))
+        registry.get("dataset", "folders").create({}, make_context()).read(str(tmp_path))
 
 
 def test_images_without_identity_labels_are_their_own_identities(registry, tmp_path):
@@ -199,27 +201,27 @@ def test_images_without_identity_labels_are_their_own_identities(registry, tmp_p
             Image.fromarray(_face(k)).save(tmp_path / sub / f"face_{k}.jpg")
     (tmp_path / "male" / "Jane_Doe").mkdir()
     Image.fromarray(_face(9)).save(tmp_path / "male" / "Jane_Doe" / "x.jpg")
-    source = registry.get("dataset", "folders").create({}, None)
+    source = registry.get("dataset", "folders").create({}, make_context())
     records, _ = source.read(str(tmp_path))
     by_id = {r.id: r.identity for r in records}
     assert by_id["male/Jane_Doe/x.jpg"] == "Jane_Doe"  # a sub-folder is an identity label
     flat = [i for k, i in by_id.items() if "Jane_Doe" not in k]
     assert len(set(flat)) == 6 and "face" not in flat  # not one person "face" across both genders
     assert any("each is its own identity" in n for n in source.notices)
-    patterned = registry.get("dataset", "folders").create({"identity_pattern": r"^(face)_\d$"}, None)
+    patterned = registry.get("dataset", "folders").create({"identity_pattern": r"^(face)_\d$"}, make_context())
     records, skipped = patterned.read(str(tmp_path))
     assert {r.identity for r in records} == {"face"} and [s["path"] for s in skipped] == [str(tmp_path / "male/Jane_Doe/x.jpg")]
     assert any("identities have images in both class folders" in n for n in patterned.notices)
     for bad, why in (("(", "not a valid regular expression"), (r"face_\d", "exactly one")):
         with pytest.raises(PluginError, match=why):
-            registry.get("dataset", "folders").create({"identity_pattern": bad}, None).read(str(tmp_path))
+            registry.get("dataset", "folders").create({"identity_pattern": bad}, make_context()).read(str(tmp_path))
 
 
 def test_csv_identity_is_optional_and_extra_columns_are_labels(registry, tmp_path):
     for name in ("a.png", "b.png"):
         Image.fromarray(_face(1)).save(tmp_path / name)
     (tmp_path / "m.csv").write_text(" Path ; GENDER ; Age ; Glasses\na.png;male;31;yes\nb.png;woman;;no\n")  # European Excel: ';'
-    source = registry.get("dataset", "csv").create({}, None)
+    source = registry.get("dataset", "csv").create({}, make_context())
     records, skipped = source.read(str(tmp_path / "m.csv"))
     assert skipped == []
     assert [(r.identity, r.gender, dict(r.labels)) for r in records] == [
@@ -324,6 +326,26 @@ def test_evaluation_set_too_small_is_a_clear_error():
         check_evaluation_size(Splits(recs[:8], [], []), min_per_class=10)
 
 
+def test_training_split_without_a_gender_is_a_clear_error():
+    recs = _records(40, 1)
+    men = [r for r in recs if r.gender == MALE]
+    women = [r for r in recs if r.gender == FEMALE]
+    spec = SplitSpec(per_class=10, train_per_class=30, pool_per_class=5)
+    check_training_split(Splits(recs[:20], men[:5] + women[:5], men[5:7] + women[5:7]), spec)  # both genders: fine
+    with pytest.raises(ConfigError) as err:
+        check_training_split(Splits(men[:10] + women[:10], men[10:], women[10:12]), spec)
+    message = str(err.value)
+    for fragment in (f"the training split has {len(men) - 10} male and 0 female images (--train-per-class 30 asked for)",
+                     "--per-class 10", "evaluates 10 male and 10 female", "Lower --per-class, --train-per-class or --pool-per-class"):
+        assert fragment in message, message
+    with pytest.raises(ConfigError, match=r"the candidate pool has 0 male and 2 female images \(--pool-per-class 5"):
+        check_training_split(Splits(recs[:20], men[:5] + women[:5], women[5:7]), spec)
+    with pytest.raises(ConfigError, match=r"--train-data has no \(unused\) identities of that gender"):
+        check_training_split(Splits(recs[:20], men[:5], men[5:7] + women[5:7]), spec, "--train-data")
+    # nothing asked for: nothing to check (a run that fits nothing may leave both splits empty)
+    check_training_split(Splits(recs[:20], [], []), SplitSpec(per_class=10, train_per_class=0, pool_per_class=0))
+
+
 def test_split_works_when_every_image_is_its_own_identity(monkeypatch):
     monkeypatch.setattr("sbpet_bench.data.load_image", lambda path, size=None: None)
     records = _records(3000, 1)
@@ -335,7 +357,7 @@ def test_split_works_when_every_image_is_its_own_identity(monkeypatch):
 
 
 def test_dev_and_test_samples_are_identity_disjoint_and_share_the_training_split(registry, lfw3d):
-    records, _ = registry.get("dataset", "lfw").create({}, None).read(str(lfw3d))
+    records, _ = registry.get("dataset", "lfw").create({}, make_context()).read(str(lfw3d))
     spec = dict(per_class=60, seed=3, train_per_class=80, pool_per_class=20)
     test, dev = split(records, SplitSpec(**spec)), split(records, SplitSpec(**spec, split="dev"))
     ids = lambda recs: {r.identity for r in recs}  # noqa: E731
@@ -353,7 +375,7 @@ def test_default_sizes_leave_both_genders_in_training_and_pool(registry, lfw3d, 
     """The main job's sizes on LFW3D (--per-class 500): the evaluation draws use up the women at the front
     of the shuffled identity order, so a pool cut from the front of what is left had no woman at all."""
     monkeypatch.setattr("sbpet_bench.data.load_image", lambda path, size=None: None)  # decoding is not the point
-    records, _ = registry.get("dataset", "lfw").create({}, None).read(str(lfw3d))
+    records, _ = registry.get("dataset", "lfw").create({}, make_context()).read(str(lfw3d))
     s = split(records, SplitSpec(per_class=500, seed=0, train_per_class=1000, pool_per_class=500))
     for part in (s.train, s.pool):
         counts = {g: sum(r.gender == g for r in part) for g in (MALE, FEMALE)}

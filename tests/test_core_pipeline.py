@@ -285,7 +285,43 @@ def test_dry_run_prints_the_plan_and_computes_nothing(small_data, tmp_path, regi
     plan = run(cfg, registry=registry)
     stages = {s["stage"]: s for s in plan["plan"]}
     assert stages["protect"]["tasks"] == 2 * 3 and stages["protect"]["cached"] == 0  # 2 PETs x 3 shards of 8
+    # hog-logreg and pca-pixels fit; the dry run lists their fits as to run and fits neither
+    assert {t["what"] for t in plan["tasks"] if t["stage"] == "fit"} == {"hog-logreg", "pca-pixels"}
+    assert stages["fit"]["to_run"] == 2 and not (cache / "fit").exists()
     assert not (tmp_path / "p" / "results.json").exists() and not (cache / "images").exists()
-    run(_cfg(small_data, tmp_path / "p", pets=["identity", "blur"], cache_dir=str(cache)), registry=registry)
+    results = run(_cfg(small_data, tmp_path / "p", pets=["identity", "blur"], cache_dir=str(cache)), registry=registry)
     again = run(cfg, registry=registry)
-    assert all(s["to_run"] == 0 for s in again["plan"] if s["stage"] != "fit")
+    assert all(s["to_run"] == 0 for s in again["plan"])  # fits too: the dry run's fit keys are the run's
+    keys = lambda tasks: sorted((t["stage"], t["what"], t.get("shard"), t["key"]) for t in tasks)
+    assert keys(again["tasks"]) == keys(plan["tasks"])
+    assert {s["stage"]: s["tasks"] for s in results["plan"]} == {s["stage"]: s["tasks"] for s in plan["plan"]}
+
+
+def test_training_split_without_a_gender_stops_before_any_work(small_data, tmp_path, registry):
+    # 80 faces per gender, one per identity: a dev and a test sample of 40 per gender leave nobody to train on
+    for dry_run in (False, True):
+        cfg = _cfg(small_data, tmp_path / "s", pets=["blur"], per_class=40, cache_dir=str(tmp_path / "cache"), dry_run=dry_run)
+        with pytest.raises(ConfigError) as err:
+            run(cfg, registry=registry)
+        message = str(err.value)
+        for fragment in ("the training split has 0 male and 0 female images (--train-per-class 40 asked for)",
+                         "--per-class 40", "--pool-per-class"):
+            assert fragment in message, message
+        assert not (tmp_path / "cache" / "fit").exists() and not (tmp_path / "s" / "results.json").exists()
+
+
+def test_dry_run_fits_nothing_and_prefit_fits_what_the_run_needs(small_data, tmp_path, registry):
+    from sbpet_bench.pipeline.run import prefit
+
+    cache = tmp_path / "cache"
+    # pp-a trains an autoencoder and hog-logreg a classifier: a dry run must do neither
+    cfg = _cfg(small_data, tmp_path / "p", pets=["blur"], attackers=["pp-a"], cache_dir=str(cache), dry_run=True,
+               options={"pp-a.steps": 2})
+    plan = run(cfg, registry=registry)
+    fits = {t["what"]: t for t in plan["tasks"] if t["stage"] == "fit"}
+    assert set(fits) == {"pp-a", "hog-logreg", "pca-pixels"} and not any(t["cached"] for t in fits.values())
+    assert not (cache / "fit").exists()
+    fitted = prefit(_cfg(small_data, tmp_path / "p", pets=["blur"], attackers=["pp-a"], cache_dir=str(cache),
+                         options={"pp-a.steps": 2}), registry=registry)
+    assert {f["key"] for f in fitted} == {t["key"] for t in fits.values()}
+    assert all(t["cached"] for t in run(cfg, registry=registry)["tasks"] if t["stage"] == "fit")

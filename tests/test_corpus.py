@@ -30,6 +30,7 @@ from sbpet_bench.api import FEMALE, MALE, PluginError
 from sbpet_bench.data import DiskFaceSet, SplitSpec, dataset_fingerprint, split, working_size
 from sbpet_bench.images import ImageDecodeError, display_path, load_image
 from sbpet_bench.plugins import load_registry
+from sbpet_bench.testing import make_context
 
 SIZE = 40  # the corpus's ordinary faces are SIZE x SIZE
 OK = "ok"
@@ -275,7 +276,7 @@ LAYOUTS = ("lfw", "folders", "csv")
 
 
 def _read(registry, layout: str, corpus: Corpus, **options):
-    source = registry.get("dataset", layout).create(options, None)
+    source = registry.get("dataset", layout).create(options, make_context())
     assert source.detect(str(corpus.data))
     records, skipped = source.read(str(corpus.data))
     return records, skipped, source
@@ -450,10 +451,10 @@ def test_latin1_names_lists_need_a_declared_encoding(registry, tmp_path):
     # Image names on disk in Latin-1 bytes (not UTF-8) and lists in Latin-1: matched byte for byte.
     names = {MALE: [b"Jos\xe9_Garc\xeda_0001.jpg", b"Ian_Ross_0001.jpg"], FEMALE: [b"In\xe8s_Dupr\xe9_0001.jpg"]}
     genders = _lfw_with_names(tmp_path / "d", names, lambda t: t.encode("latin-1"))
-    source = registry.get("dataset", "lfw").create({}, None)
+    source = registry.get("dataset", "lfw").create({}, make_context())
     with pytest.raises(PluginError, match=r"male_names.txt is not UTF-8 text \(byte 0xE9 at line 1.*lfw.encoding=cp1252"):
         source.read(str(tmp_path / "d"))
-    records, skipped = registry.get("dataset", "lfw").create({"encoding": "latin-1"}, None).read(str(tmp_path / "d"))
+    records, skipped = registry.get("dataset", "lfw").create({"encoding": "latin-1"}, make_context()).read(str(tmp_path / "d"))
     assert skipped == []
     assert {os.fsencode(os.path.basename(r.path)): r.gender for r in records} == genders
     assert "Jos\\xe9_Garc\\xeda/Jos\\xe9_Garc\\xeda_0001.jpg" in {r.id for r in records}  # printable ids
@@ -467,14 +468,14 @@ def test_latin1_list_matches_utf8_file_names(registry, tmp_path):
         _save(_face(50))(root / "images" / name.rsplit("_", 1)[0] / name)
     (root / "male_names.txt").write_bytes("José_0001.jpg\n".encode("cp1252"))
     (root / "female_names.txt").write_bytes("Inès_0001.jpg\n".encode("cp1252"))
-    records, skipped = registry.get("dataset", "lfw").create({"encoding": "cp1252"}, None).read(str(root))
+    records, skipped = registry.get("dataset", "lfw").create({"encoding": "cp1252"}, make_context()).read(str(root))
     assert skipped == [] and sorted((r.identity, r.gender) for r in records) == [("Inès", FEMALE), ("José", MALE)]
 
 
 def test_utf16_names_list_is_read_by_its_byte_order_mark(registry, tmp_path):
     names = {MALE: [b"Ian_Ross_0001.jpg"], FEMALE: [b"Amy_Wong_0001.jpg"]}
     genders = _lfw_with_names(tmp_path / "d", names, lambda t: t.encode("utf-16"))
-    records, skipped = registry.get("dataset", "lfw").create({}, None).read(str(tmp_path / "d"))
+    records, skipped = registry.get("dataset", "lfw").create({}, make_context()).read(str(tmp_path / "d"))
     assert skipped == [] and {os.fsencode(os.path.basename(r.path)): r.gender for r in records} == genders
 
 
@@ -491,8 +492,8 @@ def test_latin1_manifest_is_a_clear_error_until_declared(registry, tmp_path):
     text = "path,gender,identity\n" + "".join(",".join(r) + "\n" for r in rows)
     (tmp_path / "m.csv").write_bytes(text.encode("cp1252"))
     with pytest.raises(PluginError, match=r"m.csv is not UTF-8 text \(byte 0xE9 at line 2.*csv.encoding=cp1252"):
-        registry.get("dataset", "csv").create({}, None).read(str(tmp_path / "m.csv"))
-    records, skipped = registry.get("dataset", "csv").create({"encoding": "cp1252"}, None).read(str(tmp_path / "m.csv"))
+        registry.get("dataset", "csv").create({}, make_context()).read(str(tmp_path / "m.csv"))
+    records, skipped = registry.get("dataset", "csv").create({"encoding": "cp1252"}, make_context()).read(str(tmp_path / "m.csv"))
     assert skipped == [] and [(r.identity, r.gender) for r in records] == [("José", MALE), ("Inès", FEMALE)]
 
 
@@ -501,11 +502,11 @@ def test_utf16_tab_separated_manifest_is_read(registry, tmp_path):
     rows = _csv_corpus(tmp_path)
     text = "path\tgender\tidentity\r\n" + "".join("\t".join(r) + "\r\n" for r in rows)
     (tmp_path / "m.csv").write_bytes(text.encode("utf-16"))
-    records, skipped = registry.get("dataset", "csv").create({}, None).read(str(tmp_path / "m.csv"))
+    records, skipped = registry.get("dataset", "csv").create({}, make_context()).read(str(tmp_path / "m.csv"))
     assert skipped == [] and [(r.identity, r.gender) for r in records] == [("José", MALE), ("Inès", FEMALE)]
     (tmp_path / "m.csv").write_bytes(text.encode("utf-16-le"))  # no byte-order mark: say so
     with pytest.raises(PluginError, match="UTF-16 without a byte-order mark"):
-        registry.get("dataset", "csv").create({}, None).read(str(tmp_path / "m.csv"))
+        registry.get("dataset", "csv").create({}, make_context()).read(str(tmp_path / "m.csv"))
 
 
 def test_conflicting_manifest_rows_are_an_error_naming_them(registry, tmp_path):
@@ -516,7 +517,7 @@ def test_conflicting_manifest_rows_are_an_error_naming_them(registry, tmp_path):
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(PluginError, match=r"rows 2 and 4 \(files/José_0001.jpg: gender 'male' vs 'female'\); "
                                           r"rows 3 and 5 .*identity 'Inès' vs 'Someone Else'"):
-        registry.get("dataset", "csv").create({}, None).read(str(tmp_path / "m.csv"))
+        registry.get("dataset", "csv").create({}, make_context()).read(str(tmp_path / "m.csv"))
 
 
 def test_outside_links_are_read_when_allowed(registry, tmp_path, huge_jpeg):

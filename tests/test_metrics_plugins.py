@@ -13,6 +13,7 @@ from sbpet_metrics.gender import GenderMetric
 from sbpet_metrics.pic import PICMetric
 from sbpet_metrics.realism import RealismMetric
 from sbpet_metrics.verification import VerificationMetric
+from sbpet_bench.testing import make_context
 
 
 def _unit(x):
@@ -48,14 +49,14 @@ def test_registered_and_results_are_json_able():
     for cls in classes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            values = cls().compute(data)
+            values = cls({}, make_context()).compute(data)
         assert values and all(v.convention for v in values)
         json.dumps([v.__dict__ for v in values], allow_nan=True)
 
 
 def test_gender_metric_values():
     data = make_input()
-    v = by_key(GenderMetric().compute(data))
+    v = by_key(GenderMetric({}, make_context()).compute(data))
     from sklearn.metrics import roc_auc_score
 
     auc = roc_auc_score(data.genders, data.p_male["clf"])
@@ -71,7 +72,7 @@ def test_gender_metric_values():
     # a flipped classifier reveals gender just as well
     flipped = make_input()
     flipped.p_male = {"clf": 1 - data.p_male["clf"]}
-    vf = by_key(GenderMetric().compute(flipped))
+    vf = by_key(GenderMetric({}, make_context()).compute(flipped))
     assert vf[("auc", "clf", "male-positive")].value == pytest.approx(1 - auc)
     assert vf[("privacy_auc", "clf", "")].value == pytest.approx(pa.value)
 
@@ -80,7 +81,7 @@ def test_verification_protocols_pairs_and_originals_row():
     data = make_input(noise=0.3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = VerificationMetric({"n_mated": 100, "n_nonmated": 500}).compute(data)
+        values = VerificationMetric({"n_mated": 100, "n_nonmated": 500}, make_context()).compute(data)
     v = by_key(values)
     assert {p for (_, _, p) in v} == {f"{base}{variant}" for base in ("protected-vs-original", "protected-vs-other-image")
                                       for variant in ("", "/same-gender", "@male", "@female")}
@@ -90,7 +91,7 @@ def test_verification_protocols_pairs_and_originals_row():
     low, high = eer.extra["eer_interval"]
     assert eer.value == pytest.approx((low + high) / 2)
     # the same pairs in every condition: hash independent of the PET's images
-    other = by_key(VerificationMetric({"n_mated": 100, "n_nonmated": 500}).compute(make_input(noise=1.0)))
+    other = by_key(VerificationMetric({"n_mated": 100, "n_nonmated": 500}, make_context()).compute(make_input(noise=1.0)))
     assert other[("eer", "ver", "protected-vs-original")].extra["pairs_sha256"] == eer.extra["pairs_sha256"]
     assert other[("eer", "ver", "protected-vs-original")].value > eer.value  # more noise, worse verification
     # pairs round-trip and reproduce the EER
@@ -101,13 +102,13 @@ def test_verification_protocols_pairs_and_originals_row():
     assert np.isnan(v[("fnmr_fmr1e-3", "ver", "protected-vs-original")].value)
     assert any("1e-3" in str(w.message) or "0.001" in str(w.message) for w in caught)
     assert 0 <= v[("fnmr_fmr1e-2", "ver", "protected-vs-original")].value <= 1
-    orig = by_key(VerificationMetric().compute(make_input(pet="original")))
+    orig = by_key(VerificationMetric({}, make_context()).compute(make_input(pet="original")))
     assert {p.split("/")[0].split("@")[0] for (_, _, p) in orig} == {"protected-vs-other-image"}
 
 
 def test_pic_metric():
     data = make_input()
-    v = by_key(PICMetric().compute(data))
+    v = by_key(PICMetric({}, make_context()).compute(data))
     sim = np.einsum("ij,ij->i", data.embeddings["ver"], data.embeddings_original["ver"])
     pic = v[("pic", "clf+ver", "")]
     assert pic.value == pytest.approx(np.mean(np.abs(2 * data.p_male["clf"] - 1) - sim))
@@ -115,13 +116,13 @@ def test_pic_metric():
     assert sum(pic.extra["histogram"]["counts"]) == len(sim)
     assert v[("similarity", "ver", "")].value == pytest.approx(sim.mean())
     data.in_sample = {"ver": ["pridss"]}
-    marked = by_key(PICMetric().compute(data))
+    marked = by_key(PICMetric({}, make_context()).compute(data))
     assert marked[("pic", "clf+ver", "")].extra["in_sample"] == ["pridss"]  # through its verifier
     assert marked[("similarity", "ver", "")].extra["in_sample"] == ["pridss"]
 
 
 def test_realism_metric():
-    values = RealismMetric({"kid_subsets": 10, "kid_subset_size": 50}).compute(make_input())
+    values = RealismMetric({"kid_subsets": 10, "kid_subset_size": 50}, make_context()).compute(make_input())
     v = by_key(values)
     assert v[("fid", "inception-fid", "")].value > 0.1
     assert "2000" in v[("fid", "inception-fid", "")].extra["warning"]
@@ -133,4 +134,4 @@ def test_realism_metric():
     assert all(x.n == 120 for x in values)
     kid = v[("kid", "pixels", "")]
     assert kid.extra["subset_size"] == 50 and kid.extra["std"] > 0
-    assert RealismMetric().compute(make_input(pet="original")) == []
+    assert RealismMetric({}, make_context()).compute(make_input(pet="original")) == []

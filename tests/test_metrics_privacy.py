@@ -9,6 +9,7 @@ from sbpet_bench.api import MetricInput
 from sbpet_metrics import core
 from sbpet_metrics.gender import GenderMetric
 from sbpet_metrics.worst_case import WorstCaseMetric
+from sbpet_bench.testing import make_context
 
 
 def labels_and_scores(n: int, signal: float, rng: np.random.Generator, k: int = 1):
@@ -79,7 +80,7 @@ def test_folded_ci_of_a_random_classifier_includes_chance():
     contains, folded_per_resample = [], []
     for trial in range(40):
         y, scores = labels_and_scores(200, 0.0, rng)
-        values = GenderMetric({"permutations": 0}).compute(privacy_input({"clf": scores[0]}, y, bootstrap=200))
+        values = GenderMetric({"permutations": 0}, make_context()).compute(privacy_input({"clf": scores[0]}, y, bootstrap=200))
         v = next(x for x in values if x.metric == "privacy_auc")
         contains.append(v.ci_low <= 0.5 <= v.ci_high)
         boot = core.bootstrap_auc(scores[0], y, 200, core.rng_for(trial, "x"))
@@ -94,7 +95,7 @@ def test_gender_privacy_auc_reports_the_test_and_tier():
     strong = rng.random(200) + 0.6 * y
     data = privacy_input({"clf": scores[0], "informed:clf": strong}, y, tiers={"informed:clf": "informed"},
                          in_sample={"clf": ["pridss"]})
-    v = {x.evaluator: x for x in GenderMetric({"permutations": 500}).compute(data) if x.metric == "privacy_auc"}
+    v = {x.evaluator: x for x in GenderMetric({"permutations": 500}, make_context()).compute(data) if x.metric == "privacy_auc"}
     weak, good = v["clf"], v["informed:clf"]
     assert weak.extra["tier"] == "off-the-shelf" and good.extra["tier"] == "informed"
     assert weak.extra["raw_auc"] == pytest.approx(roc_auc_score(y, scores[0]))
@@ -102,7 +103,7 @@ def test_gender_privacy_auc_reports_the_test_and_tier():
     assert weak.extra["p_value"] > 0.05 and weak.extra["distinguishable"] is False
     assert weak.extra["in_sample"] == ["pridss"] and "in_sample" not in good.extra
     # in a condition with a recovery attack, an unlisted classifier scores recovered images
-    attacked = GenderMetric({"permutations": 0}).compute(privacy_input({"clf": scores[0]}, y, attacker="pp-d"))
+    attacked = GenderMetric({"permutations": 0}, make_context()).compute(privacy_input({"clf": scores[0]}, y, attacker="pp-d"))
     assert next(x for x in attacked if x.metric == "privacy_auc").extra["tier"] == "recovery"
 
 
@@ -116,7 +117,7 @@ def test_worst_case_picks_the_maximum_over_tiers_and_names_it():
                          tiers={"informed:cnn-gender": "informed"},
                          recovered={"pp-d": {"faceapi-gender": flipped_recovery}},
                          in_sample={"faceapi-gender": ["blur"]})
-    values = WorstCaseMetric({"permutations": 300}).compute(data)
+    values = WorstCaseMetric({"permutations": 300}, make_context()).compute(data)
     worst = next(v for v in values if v.metric == "worst_privacy_auc")
     expected = {"faceapi-gender": roc_auc_score(y, off), "informed:cnn-gender": roc_auc_score(y, informed),
                 "pp-d→faceapi-gender": roc_auc_score(y, flipped_recovery)}
@@ -141,7 +142,7 @@ def test_worst_case_of_an_attacked_condition_has_no_second_recovery():
     rng = np.random.default_rng(8)
     y = np.repeat([0, 1], 50)
     data = privacy_input({"clf": rng.random(100)}, y, attacker="pp-d", recovered={"pp-d": {"clf": rng.random(100) + y}})
-    values = WorstCaseMetric({"permutations": 0}).compute(data)
+    values = WorstCaseMetric({"permutations": 0}, make_context()).compute(data)
     worst = next(v for v in values if v.metric == "worst_privacy_auc")
     assert worst.evaluator == "clf" and worst.extra["tier"] == "recovery" and worst.extra["attacker"] == "pp-d"
     assert worst.extra["n_classifiers"] == 1 and worst.extra["p_value"] is None

@@ -9,6 +9,7 @@ from sbpet_metrics import core
 from sbpet_metrics.verification import VerificationMetric
 
 from test_metrics_plugins import make_input
+from sbpet_bench.testing import make_context
 
 
 def by_key(values):
@@ -23,7 +24,7 @@ def by_key(values):
 def compute(data, **options):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return VerificationMetric({"n_mated": 300, "n_nonmated": 1000, **options}).compute(data)
+        return VerificationMetric({"n_mated": 300, "n_nonmated": 1000, **options}, make_context()).compute(data)
 
 
 def test_identity_bootstrap_is_wider_than_the_pair_bootstrap_when_pairs_share_identities():
@@ -169,6 +170,6 @@ def test_bad_fmr_options_are_refused_clearly():
     from sbpet_bench.api import PluginError
 
     with pytest.raises(PluginError, match="clean_threshold_fmr"):
-        VerificationMetric({"clean_threshold_fmr": "0.01,two"}).compute(make_input())
+        VerificationMetric({"clean_threshold_fmr": "0.01,two"}, make_context()).compute(make_input())
     with pytest.raises(PluginError, match="between 0 and 1"):
-        VerificationMetric({"fmr_targets": "0.1,5"}).compute(make_input())
+        VerificationMetric({"fmr_targets": "0.1,5"}, make_context()).compute(make_input())

@@ -136,7 +136,7 @@ class ToyClassifier(GenderClassifier):
     version = "1"
     models = ("toy-weights",)
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         with open(context.model_path("toy-weights"), "rb") as fh:
             self.level = fh.read()[0] / 255

@@ -6,6 +6,7 @@ import pytest
 from sbpet_bench.api import MetricInput
 from sbpet_privacyprober import sbpet_register_metrics
 from sbpet_privacyprober.detection import RecoveryDetection, detection_auc
+from sbpet_bench.testing import make_context
 
 
 def _input(before, after, orig, orig_after, pet="noise", attacker="pp-d", bootstrap=0):
@@ -24,7 +25,7 @@ def test_registered():
 
 def test_perfectly_separable_scores_give_one():
     # Protected images move by 0.4..0.6 under recovery, originals by at most 0.05.
-    values = RecoveryDetection().compute(_input([0.5, 0.4, 0.2, 0.9], [0.9, 0.9, 0.7, 0.3], [0.8, 0.2, 0.6, 0.1], [0.75, 0.2, 0.62, 0.15]))
+    values = RecoveryDetection({}, make_context()).compute(_input([0.5, 0.4, 0.2, 0.9], [0.9, 0.9, 0.7, 0.3], [0.8, 0.2, 0.6, 0.1], [0.75, 0.2, 0.62, 0.15]))
     assert len(values) == 1
     v = values[0]
     assert v.metric == "detection_auc" and v.evaluator == "clf" and v.value == 1.0 and v.n == 4
@@ -42,8 +43,8 @@ def test_reversed_and_partial_orders():
 
 def test_no_value_without_an_attack_or_for_the_originals():
     args = ([0.5, 0.4], [0.9, 0.9], [0.8, 0.2], [0.75, 0.2])
-    assert RecoveryDetection().compute(_input(*args, attacker="none")) == []
-    assert RecoveryDetection().compute(_input(*args, pet="original")) == []
+    assert RecoveryDetection({}, make_context()).compute(_input(*args, attacker="none")) == []
+    assert RecoveryDetection({}, make_context()).compute(_input(*args, pet="original")) == []
 
 
 def test_bootstrap_interval_brackets_the_estimate():
@@ -52,6 +53,6 @@ def test_bootstrap_interval_brackets_the_estimate():
     before = rng.random(60)
     after = np.clip(before + rng.normal(0, 0.3, 60), 0, 1)
     orig_after = np.clip(orig + rng.normal(0, 0.1, 60), 0, 1)
-    (v,) = RecoveryDetection().compute(_input(before, after, orig, orig_after, bootstrap=200))
+    (v,) = RecoveryDetection({}, make_context()).compute(_input(before, after, orig, orig_after, bootstrap=200))
     assert 0.5 < v.value < 1.0
     assert v.ci_low < v.value < v.ci_high

@@ -57,7 +57,7 @@ class DriverOnly(PET):
 
     name = "driver-only"
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         if os.getpid() != DRIVER_PID:
             raise RuntimeError("the licence file of driver-only is not on this node")

@@ -42,10 +42,8 @@ class DlibAligner(Aligner):
                                "found (the detector misses faces rolled by more than about 20 degrees)"),
     }
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
-        if self.context is None:
-            raise PluginError("dlib needs a plugin context to find its shape predictor")
         if self.opts["min_side"] < 80 or self.opts["max_side"] < self.opts["min_side"]:
             raise PluginError(f"dlib: need 80 <= min_side <= max_side, got min_side={self.opts['min_side']}, "
                               f"max_side={self.opts['max_side']}")

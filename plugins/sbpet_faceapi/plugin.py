@@ -18,9 +18,7 @@ from .tfjs import load_tfjs_weights
 _BATCH = Option(128, "images per forward pass (lower it if memory runs out)")
 
 
-def _load_weights(context: PluginContext | None, manifest: str, weights: str) -> dict[str, torch.Tensor]:
-    if context is None:
-        raise PluginError("the face-api.js networks need a PluginContext to find their weights in the model store")
+def _load_weights(context: PluginContext, manifest: str, weights: str) -> dict[str, torch.Tensor]:
     manifest_path, shard = context.model_path(manifest), context.model_path(weights)
     with open(manifest_path) as fh:  # each manifest names one shard: map that name to the stored file
         names = [p for group in json.load(fh) for p in group["paths"]]
@@ -50,7 +48,7 @@ class FaceApiGender(GenderClassifier):
     input_size = 112
     evaluator_role = "primary"  # a default evaluator of `sbpet run` when its weights are present
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self.net = AgeGenderNet(_load_weights(context, *AGE_GENDER)).to(self.device).eval()
 
@@ -77,7 +75,7 @@ class FaceApiResnet(Verifier):
     input_size = 150
     evaluator_role = "primary"
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self.net = FaceRecognitionNet(_load_weights(context, *RECOGNITION)).to(self.device).eval()
 
@@ -109,7 +107,7 @@ class ResnetGenderProbe(GenderClassifier):
     def dependencies(cls, options: Mapping) -> list[Dependency]:
         return [Dependency("verifier", FaceApiResnet.name)]
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self.weight: torch.Tensor | None = None  # (128,)
         self.bias: torch.Tensor | None = None  # (1,)
@@ -119,7 +117,7 @@ class ResnetGenderProbe(GenderClassifier):
     def embedder(self) -> Verifier:
         if self._embedder is None:
             try:  # share the run's instance when the harness has one
-                self._embedder = self.context.get_verifier(FaceApiResnet.name) if self.context else None
+                self._embedder = self.context.get_verifier(FaceApiResnet.name)
             except Exception:  # noqa: BLE001 - e.g. a test context without it: build our own below
                 self._embedder = None
             if self._embedder is None:
@@ -131,9 +129,8 @@ class ResnetGenderProbe(GenderClassifier):
 
         feats, labels = [], []
         batches = train.batches(self.opts["batch_size"], size=self.input_size)
-        if self.context is not None:
-            batches = self.context.progress(batches, description=f"{self.name}: embedding the training split",
-                                            total=-(-len(train) // self.opts["batch_size"]))
+        batches = self.context.progress(batches, description=f"{self.name}: embedding the training split",
+                                        total=-(-len(train) // self.opts["batch_size"]))
         with torch.no_grad():
             for batch in batches:
                 known = batch.genders >= 0

@@ -24,8 +24,6 @@ from .assets import ARCFACE, COSFACE, DEEPFACE_GENDER, INCEPTION
 
 
 def _model_file(plugin, asset: str) -> str:
-    if plugin.context is None:
-        raise PluginError(f"{plugin.name} needs a plugin context to find model {asset!r}")
     try:
         return plugin.context.model_path(asset)
     except Exception as exc:  # the store's message tells how to add official weights
@@ -68,7 +66,7 @@ class DeepFaceGender(GenderClassifier):
 
     WEIGHTS_NAME = "gender_model_weights.pth"  # the file name deepface looks for under $DEEPFACE_HOME/.deepface/weights
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         self._net = None
 
@@ -115,7 +113,7 @@ class _InsightFaceVerifier(Verifier):
     input_size = 112
     asset = ""
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         self._model = None
 
@@ -174,7 +172,7 @@ class InceptionFID(Featurizer):
     requires = ("pytorch_fid",)
     input_size = 299
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         self._net = None
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbpet_bench.api import Attacker, FaceSet, Option, PluginError
+from sbpet_bench.api import Attacker, FaceSet, Option, PluginContext, PluginError
 
 from .degrade import KINDS, patch_masks, random_degradation, random_masks
 from .nets import AutoEncoder, UNet
@@ -52,12 +52,12 @@ class _LearnedAttacker(Attacker):
         "max_train": Option(4000, "at most this many training faces are decoded into memory"),
     }
 
-    def __init__(self, options: Mapping[str, Any] | None = None, context: Any = None):
+    def __init__(self, options: Mapping[str, Any] | None, context: PluginContext):
         super().__init__(options, context)
         for key in ("steps", "batch_size", "width", "max_train"):
             if self.opts[key] < 1:
                 raise PluginError(f"{self.name}: option {key} must be at least 1, got {self.opts[key]}")
-        self.seed = self.context.seed if self.context is not None else 0
+        self.seed = self.context.seed
         with torch.random.fork_rng(devices=[]):  # reproducible initial weights without touching the caller's RNG
             torch.manual_seed(self.seed)
             self.net = self.build().to(self.device)
@@ -89,8 +89,6 @@ class _LearnedAttacker(Attacker):
         return torch.cat(parts).to(self.device)
 
     def _progress(self, iterable, description: str, total: int | None = None):
-        if self.context is None:
-            return iterable
         return self.context.progress(iterable, description=description, total=total)
 
     def fit(self, train: FaceSet) -> None:
@@ -114,7 +112,7 @@ class _LearnedAttacker(Attacker):
             opt.step()
             sched.step()
             self.losses.append(float(loss.detach()))
-            if self.context is not None and (step + 1) % max(1, steps // 5) == 0:
+            if (step + 1) % max(1, steps // 5) == 0:
                 self.context.log(f"{self.name}: step {step + 1}/{steps}, loss {np.mean(self.losses[-50:]):.4f}")
         self.net.eval()
         self.fitted = True
@@ -183,7 +181,7 @@ class PPDenoiser(_LearnedAttacker):
         "max_block": Option(8, "largest pixelation block of the training degradations, in pixels at input_size"),
     }
 
-    def __init__(self, options: Mapping[str, Any] | None = None, context: Any = None):
+    def __init__(self, options: Mapping[str, Any] | None, context: PluginContext):
         super().__init__(options, context)
         self.kinds = tuple(k.strip() for k in self.opts["degradations"].split(",") if k.strip())
         unknown = [k for k in self.kinds if k not in KINDS]
@@ -223,7 +221,7 @@ class PPInpainter(_LearnedAttacker):
         "shifts": Option(2, "differently offset tilings whose inpaintings are averaged"),
     }
 
-    def __init__(self, options: Mapping[str, Any] | None = None, context: Any = None):
+    def __init__(self, options: Mapping[str, Any] | None, context: PluginContext):
         super().__init__(options, context)
         patch_masks(self.input_size, self.opts["patch"], self.opts["groups"])  # validates groups early
         if self.opts["shifts"] < 1 or self.opts["patch"] < 1:

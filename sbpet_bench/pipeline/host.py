@@ -27,6 +27,19 @@ from ..progress import Reporter
 from .checks import StageError, guarded, parse_spec
 
 
+def standalone_context(cache: Cache, key: str, seed: int, log: Any, model_path: Any) -> PluginContext:
+    """The context of a plugin that the harness uses outside a host, before the run has a split or a device:
+    a dataset source detecting and reading the data. The CPU, the run's seed, a work folder of its own, and no
+    classifiers or verifiers to obtain."""
+    def refuse(kind: str):
+        def getter(name: str, **_: Any) -> Plugin:
+            raise PluginUnavailable(f"no {kind} ({name!r}) can be obtained while the data set is being read")
+        return getter
+
+    return PluginContext(device=torch.device("cpu"), seed=seed, work_dir=str(cache.work_dir(key)), model_path=model_path,
+                         get_classifier=refuse("classifier"), get_verifier=refuse("verifier"), log=log)
+
+
 class PluginHost:
     def __init__(self, registry: Registry, cfg: RunConfig, cache: Cache, *, train: FaceSet, pool: FaceSet, split_fp: str,
                  image_size: int, device: torch.device, reporter: Reporter, model_store: Any):
@@ -78,6 +91,23 @@ class PluginHost:
         names = entry.cls.fit_options
         relevant = options if names is None else {k: options[k] for k in names if k in options}
         return stable_hash("fit", self._key(entry, options, train_fp, hashed=relevant))
+
+    def fits(self, kind: str, name: str, extra: dict[str, Any] | None = None, _seen: tuple = ()) -> list[dict[str, Any]]:
+        """The fits that creating ``name`` needs, dependencies first: ``{"plugin", "kind", "key"}`` with the fit key.
+
+        Computed from the plugin spec, its declared dependencies and the training split's fingerprint alone
+        (fit keys are content-addressed), so a dry run can tell which fits are cached without creating any plugin.
+        """
+        entry, options = self.resolve(kind, name, extra)
+        me = (entry.kind, entry.name)
+        if me in _seen:
+            raise PluginLoadError(f"{entry.kind} {entry.name!r} depends on itself through {' -> '.join(n for _, n in _seen)}")
+        found: list[dict[str, Any]] = []
+        for dep in self.dependencies(entry, options):
+            found += self.fits(dep.kind, dep.name, dict(dep.options), (*_seen, me))
+        if entry.cls.fits:
+            found.append({"plugin": name, "kind": kind, "key": self.fit_key(entry, options)})
+        return found
 
     def internal_evaluators(self, kind: str, name: str) -> set[tuple[str, str]]:
         """Every (kind, name) that the plugin obtains through its context, recursively."""

@@ -144,12 +144,10 @@ def digest_input(data: MetricInput) -> str:
 
 
 def plain(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars and arrays become Python numbers and lists."""
-    import json
+    """JSON-safe copy, as results.json will hold it (NaN null): see :func:`sbpet_bench.results.to_json_value`."""
+    from ..results import to_json_value
 
-    from .stages import json_default
-
-    return json.loads(json.dumps(value, default=json_default))
+    return to_json_value(value)
 
 
 def metric_names(specs) -> list[tuple[str, dict]]:

@@ -83,7 +83,13 @@ class Plan:
         return keys
 
     def tasks(self, cache: Cache) -> list[dict[str, Any]]:
-        """Every task with its key and whether the cache already holds it (for --dry-run and the summary)."""
+        """Every task with its key and whether the cache already holds it (for --dry-run and the summary).
+
+        "cached" comes from :meth:`Cache.contains`, which reads an entry's header and trailer only, not its
+        checksum: cheap enough for a plan over thousands of entries, and only a plan. The real run verifies
+        the checksum of every entry it reads, so an entry damaged on disk is recomputed (and counted as a miss)
+        even though the plan called it cached.
+        """
         out = [{"stage": "fit", "what": f["plugin"], "key": f["key"], "cached": cache.contains("fit", f["key"])}
                for f in self.fits]
         for cond in self.conditions:

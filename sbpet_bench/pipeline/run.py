@@ -33,16 +33,18 @@ from .. import __version__
 from ..api import NO_ATTACK, ORIGINAL, TIER_OFF_THE_SHELF, TIER_RECOVERY, condition_label
 from ..cache import Cache, stable_hash
 from ..config import ConfigError, RunConfig
-from ..data import DiskFaceSet, SplitSpec, Splits, check_evaluation_size, dataset_fingerprint, split, working_size
+from ..data import (DiskFaceSet, SplitSpec, Splits, check_evaluation_size, check_training_split, dataset_fingerprint, split,
+                    working_size)
 from ..images import save_png
 from ..plugins import PluginEntry, PluginLoadError, Registry, load_registry
 from ..progress import Reporter
+from ..results import json_text
 from .checks import StageError, parse_spec
-from .host import PluginHost
+from .host import PluginHost, standalone_context
 from .informed import DEFAULT_INFORMED_CLASSIFIERS, InformedTier, build_informed_tier, informed_subset
 from .measure import Condition, compute_metrics, metric_inputs, plain
 from .plan import Plan, conditions_of, make_shards, summarise
-from .stages import ShardResult, ShardRunner, json_default
+from .stages import ShardResult, ShardRunner
 
 
 ALIGNED_SIZE = 112  # the canonical crop size of an aligned run without --image-size
@@ -89,6 +91,7 @@ class Run:
         self.errors: list[dict[str, Any]] = []
         self.timings: dict[str, float] = defaultdict(float)
         self.samples: list[dict[str, Any]] = []
+        self.cache: Cache | None = None  # made by make_cache: detecting the data's layout already needs a work folder
 
     # ---------------------------------------------------------------- set-up
 
@@ -157,30 +160,52 @@ class Run:
             chosen = fallbacks + chosen
         return chosen
 
-    def read_data(self, path: str, flag: str = "--data") -> tuple[str, list, list]:
+    def make_cache(self) -> Cache:
+        if self.cache is None:
+            self.cache = Cache(self.cfg.cache_dir or (self.out.parent / ".sbpet-cache"), refresh=self.cfg.refresh,
+                               warn=lambda m: self.warnings.append(m) if m not in self.warnings else None)
+        return self.cache
+
+    def source_context(self, entry: PluginEntry, options: dict[str, Any]):
+        def model_path(name: str) -> str:
+            store = self.model_store()
+            if store is None:
+                raise FileNotFoundError(f"model {name!r} is needed, but no model store is available")
+            return store.path(name)
+
+        return standalone_context(self.make_cache(), stable_hash("dataset", entry.name, entry.version, options), self.cfg.seed,
+                                  self.reporter.log, model_path)
+
+    def detect_source(self, path: str, flag: str = "--data") -> PluginEntry:
+        """The dataset source that reads ``path`` (--source, or the first that recognises the layout); no image is read."""
         if not Path(path).exists():
             raise ConfigError(f"{flag} {path}: no such folder or file")
         if self.cfg.source:
-            entry = self.registry.get("dataset", self.cfg.source)
-        else:
-            detected = [e for e in self.registry.all_entries("dataset") if e.create({}, None).detect(path)]
-            if not detected:
-                raise ConfigError(f"{flag} {path}: no dataset source recognises this layout; available sources: "
-                                  f"{', '.join(self.registry.names('dataset'))} (pick one with --source)")
-            entry = detected[0]
-        source = entry.create(entry.parse_options(self.cfg.plugin_options().get(entry.name, {})), None)
+            return self.registry.get("dataset", self.cfg.source)
+        detected = [e for e in self.registry.all_entries("dataset") if e.create({}, self.source_context(e, {})).detect(path)]
+        if not detected:
+            raise ConfigError(f"{flag} {path}: no dataset source recognises this layout; available sources: "
+                              f"{', '.join(self.registry.names('dataset'))} (pick one with --source)")
+        return detected[0]
+
+    def read_data(self, path: str, flag: str = "--data") -> tuple[str, list, list]:
+        entry = self.detect_source(path, flag)
+        options = entry.parse_options(self.cfg.plugin_options().get(entry.name, {}))
+        source = entry.create(options, self.source_context(entry, options))
         records, skipped = source.read(path)
         self.warnings += [n for n in getattr(source, "notices", []) if n not in self.warnings]
         if not records:
             raise ConfigError(f"{flag} {path}: the {entry.name} source found no labelled face images")
         return entry.name, records, skipped
 
-    def setup(self) -> PluginHost:
-        """Read the data, sample and split it (cached), and make the plugin host."""
+    def setup(self, dry: bool = False) -> PluginHost:
+        """Read the data, sample and split it (cached), and make the plugin host.
+
+        ``dry``: for a dry run, which aligns no face (the plan's keys then assume every face is found).
+        """
         cfg = self.cfg
         self.device = resolve_device(cfg.device)
-        self.cache = Cache(cfg.cache_dir or (self.out.parent / ".sbpet-cache"), refresh=cfg.refresh,
-                           warn=lambda m: self.warnings.append(m) if m not in self.warnings else None)
+        self.make_cache()
         t0 = time.perf_counter()
         self.source_name, self.records, self.read_skipped = self.read_data(cfg.data)
         self.data_fp = dataset_fingerprint(self.records)
@@ -194,6 +219,7 @@ class Run:
             self.splits = self.cached_split(split_key, lambda: split(self.records, spec))
         self.warnings += self.splits.warnings
         check_evaluation_size(self.splits, min_per_class=MIN_PER_CLASS)
+        check_training_split(self.splits, spec, "--train-data" if cfg.train_data else "--data")
         # The working size is the run's, never the first image's: declared, or the data's most common size.
         if cfg.image_size is None and cfg.align and cfg.align != "none":
             # Aligned crops are made, not found: a canonical size, since in-the-wild sizes have no common one.
@@ -205,13 +231,16 @@ class Run:
             self.warnings.append(notice)
         self.store = self.model_store()
         self.alignment: dict[str, Any] | None = None
-        if cfg.align and cfg.align != "none":
+        if cfg.align and cfg.align != "none" and dry:
+            self.plan_alignment()
+        elif cfg.align and cfg.align != "none":
             self.align_splits()
         self.timings["data"] = time.perf_counter() - t0
         split_fp = stable_hash(self.data_fp, [r.id for r in self.splits.train], [r.id for r in self.splits.pool])
         if self.train_info:  # fitted on another data set: its content, not only the ids, decides the fits
             split_fp = stable_hash(split_fp, self.train_info["fingerprint"])
-        return self.make_host(self.splits, split_fp)
+        self.host = self.make_host(self.splits, split_fp)
+        return self.host
 
     def make_host(self, splits: Splits, split_fp: str) -> PluginHost:
         return PluginHost(self.registry, self.cfg, self.cache, train=DiskFaceSet(splits.train, self.image_size, self.device),
@@ -253,6 +282,16 @@ class Run:
         if not_found:
             self.warnings.append(f"--align {cfg.align}: no face found in {len(not_found)} of {n} images "
                                  f"({self.alignment['n_not_found_eval']} of them evaluation images); listed under alignment.not_found")
+
+    def plan_alignment(self) -> None:
+        """A dry run's stand-in for :meth:`align_splits`: the aligned data's fingerprint, without aligning a face."""
+        from ..api import CROP_TIGHT
+
+        key = self.make_host(Splits([], [], []), "alignment").key("aligner", self.cfg.align)
+        self.data_fp = stable_hash(self.data_fp, "aligned", key, self.image_size, CROP_TIGHT)
+        self.alignment = {"aligner": self.cfg.align, "key": key, "crop": CROP_TIGHT, "size": self.image_size, "planned": True}
+        self.warnings.append(f"dry run: --align {self.cfg.align} aligns no face here; the plan assumes every face is found "
+                             "(faces the aligner misses leave the real run's shards, and so change their keys)")
 
     def named_plugins(self) -> list[str]:
         cfg = self.cfg
@@ -344,22 +383,29 @@ class Run:
         return dict(used)
 
     def make_plan(self, informed: InformedTier) -> Plan:
-        fits = [{"plugin": spec, "kind": kind, "key": key} for (kind, spec), (plugin, key) in
-                {**self.transforms, **self.evaluators}.items() if type(plugin).fits]
         return Plan(self.conditions_spec, self.shards,
                     transform_keys={k: key for k, (_, key) in self.transforms.items()},
                     evaluator_keys={k: key for k, (_, key) in self.evaluators.items()},
-                    informed_keys=informed.keys, fits=fits)
+                    informed_keys=informed.keys, fits=self.fit_list(self.host, [*self.transforms, *self.evaluators]))
+
+    @staticmethod
+    def fit_list(host: PluginHost, specs) -> list[dict[str, Any]]:
+        """Every fit that the (kind, spec) pairs need, dependencies included, once each, with its fit key."""
+        seen: dict[str, dict[str, Any]] = {}
+        for kind, spec in specs:
+            for fit in host.fits(kind, spec):
+                seen.setdefault(fit["key"], fit)
+        return list(seen.values())
 
     # ---------------------------------------------------------------- main
 
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.perf_counter()
-        self.check_names()  # names and every plugin option, then the paths: all before any data is read
+        self.check_names()  # names and every plugin option, then the paths and their layouts: all before any data is read
         for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
-            if path and not Path(path).exists():
-                raise ConfigError(f"{flag} {path}: no such folder or file")
+            if path:
+                self.detect_source(path, flag)
         if cfg.dry_run:
             return self.dry_run()
         from ..locks import out_lock
@@ -368,16 +414,48 @@ class Run:
             return self._execute(started)
 
     def dry_run(self) -> dict[str, Any]:
-        """Print the plan without running anything: stages, tasks, which are cached, which will run."""
-        host = self.setup()
-        with self.reporter:
-            self.load_plugins(host)
+        """Print the plan without running anything: stages, tasks, which are cached, which will run.
+
+        No plugin is created, fitted or run, and no image is decoded except by the split's usability check when
+        the split is not cached yet (that split is cached for the run). Every key, fits included, is computed from
+        plugin specs, declared dependencies and data fingerprints alone, exactly as the run computes them.
+        """
+        host = self.setup(dry=True)
+        cfg, store = self.cfg, self.store
+        self.evaluator_specs = {kind: (given if given is not None else self.default_evaluators(kind, store))
+                                for kind, given in (("classifier", cfg.classifiers), ("verifier", cfg.verifiers),
+                                                    ("featurizer", cfg.featurizers))}
+        self.conditions_spec = conditions_of(cfg.pets, cfg.attackers)
+        specs = [("pet", n) for n in cfg.pets] + [("attacker", n) for n in cfg.attackers] + \
+                [(kind, n) for kind, names in self.evaluator_specs.items() for n in names]
+        for kind, spec in specs:
+            entry = self.registry.get(kind, parse_spec(spec)[0])
+            if not self.models_present(entry, store):
+                self.warnings.append(f"dry run: {kind} {spec} lacks model files or modules "
+                                     f"({', '.join(entry.missing_requirements() or entry.cls.models)}); the run would fail to load it")
+        keys = {(kind, spec): host.key(kind, spec) for kind, spec in specs}
         self.shards = make_shards(self.splits.eval, self.shard_size(), self.data_fp, self.image_size)
-        plan = self.make_plan(InformedTier())
+        plan = Plan(self.conditions_spec, self.shards,
+                    transform_keys={k: v for k, v in keys.items() if k[0] in ("pet", "attacker")},
+                    evaluator_keys={k: v for k, v in keys.items() if k[0] not in ("pet", "attacker")},
+                    fits=self.fit_list(host, specs))
         tasks = plan.tasks(self.cache)
         summary = summarise(tasks)
         self.reporter.plan(summary, self.estimate(tasks), tasks if not cfg_quiet(self.cfg) else [])
-        return {"plan": summary, "tasks": tasks}
+        for warning in self.warnings:
+            self.reporter.log(f"[yellow]warning[/yellow]: {escape(warning)}")
+        return {"plan": summary, "tasks": tasks, "warnings": self.warnings}
+
+    def prefit(self) -> list[dict[str, Any]]:
+        """Fit every plugin of the run into the cache (the split too) and run nothing else; the fits with their keys.
+
+        What a dry run did before it stopped fitting: benchmarks use it to time later runs without their fits.
+        """
+        self.check_names()
+        host = self.setup()
+        with self.reporter:
+            self.load_plugins(host)
+        return self.fit_list(host, [*self.transforms, *self.evaluators])
 
     def shard_size(self) -> int:
         return int(self.cfg.shard_size or self.cfg.batch_size)
@@ -498,8 +576,7 @@ class Run:
             cond.add(part)
             if part.diagnostics:
                 for rec, diag in zip(shard.records, part.diagnostics):
-                    lines.append(json.dumps({"id": rec.id, "pet": cond.pet, "attacker": cond.attacker, **diag},
-                                            default=json_default) + "\n")
+                    lines.append(json_text({"id": rec.id, "pet": cond.pet, "attacker": cond.attacker, **diag}) + "\n")
                     if shard.start + shard.records.index(rec) < len(self.samples):
                         self.samples[shard.start + shard.records.index(rec)]["diagnostics"][cond.key] = diag
             if part.samples is not None:
@@ -617,7 +694,7 @@ class Run:
         except ImportError as exc:
             self.warnings.append(f"reports not written: {exc}")
             return []
-        return write_reports(results, self.out)
+        return write_reports(results, self.out, cache=self.cache)  # the cache keeps the plots of an unchanged run
 
     # ---------------------------------------------------------------- errors
 
@@ -653,3 +730,8 @@ def cfg_quiet(cfg: RunConfig) -> bool:
 def run(cfg: RunConfig, argv: list[str] | None = None, registry: Registry | None = None) -> dict[str, Any]:
     """Run a benchmark and return the results dictionary (also written to ``<out>/results.json``)."""
     return Run(cfg, registry=registry, argv=argv).execute()
+
+
+def prefit(cfg: RunConfig, registry: Registry | None = None) -> list[dict[str, Any]]:
+    """Fit every plugin of ``cfg``'s run into its cache and return the fits; see :meth:`Run.prefit`."""
+    return Run(cfg, registry=registry).prefit()

@@ -20,6 +20,7 @@ import torch
 from ..api import NO_ATTACK, ORIGINAL, PLUGIN_KINDS, FaceBatch, Plugin, ProtectResult
 from ..cache import Cache, stable_hash
 from ..images import resize, tensor_to_uint8, uint8_to_tensor
+from ..results import json_text
 from .checks import StageError, check_images, check_scores, guarded
 from .plan import ConditionSpec, Plan, Shard
 
@@ -159,7 +160,7 @@ class ShardRunner:
             u8 = tensor_to_uint8(y)
             arrays: dict[str, np.ndarray] = {"images": u8}
             if diags:
-                encoded = [json.dumps(d, default=json_default) for d in diags]
+                encoded = [json_text(d) for d in diags]
                 arrays["diagnostics"] = np.array(encoded)
                 out.diagnostics = [json.loads(s) for s in encoded]
             self.cache.put_arrays("images", key, arrays)
@@ -208,13 +209,3 @@ class ShardRunner:
                 continue
             self.cache.put_arrays("scores", keys[label], {store: arr})
             out.scores[label] = arr
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    return str(value)

@@ -21,7 +21,7 @@ class NanPet(PET):
 class LateCrash(PET):
     name = "late-crash"
 
-    def __init__(self, options=None, context=None):
+    def __init__(self, options, context):
         super().__init__(options, context)
         self.calls = 0
 
