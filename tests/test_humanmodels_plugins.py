@@ -7,12 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from sbpet_bench.api import PluginError
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import load_lfw3d_sample, make_context
 from sbpet_humanmodels import assets
 from sbpet_humanmodels.plugin import FEATURIZERS, GENDER_CLASSIFIERS, VERIFIERS, AntispoofFeatures, FaceresGender, FaceresVerifier
+from sbpet_humanmodels.shared_forward import SHARED, LastBatch
 
 
 def test_registered_with_pinned_npm_sources_and_default_panel_members():
@@ -39,8 +39,10 @@ def test_registered_with_pinned_npm_sources_and_default_panel_members():
 
 
 def test_needs_a_context_with_the_model_store():
-    with pytest.raises(PluginError, match="hm-faceres-gender: needs a PluginContext"):
+    with pytest.raises(TypeError, match="FaceresGender needs a PluginContext"):
         FaceresGender({}, None)
+    with pytest.raises(FileNotFoundError, match="test context has no model store"):
+        FaceresGender({}, make_context())
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,47 @@ def test_antispoof_features_are_not_an_identity_embedding(lfw3d, faceres_context
     assert feats.shape == (16, 128) and (feats >= 0).all()  # a ReLU layer
     assert ((p_real >= 0) & (p_real <= 1)).all()
     assert not np.allclose(feats.numpy(), noisy.numpy(), atol=1e-3)  # it responds to image degradation
+
+
+def test_last_batch_reuses_outputs_only_for_identical_inputs():
+    calls = []
+
+    def forward(x):
+        calls.append(x)
+        return (x.sum((1, 2, 3)), x.mean((1, 2, 3)))
+
+    memo = LastBatch()
+    images = torch.rand(4, 3, 8, 8)
+    first = memo.get_or_run("graph", images, forward)
+    again = memo.get_or_run("graph", images.clone(), forward)  # another tensor, the same values: one pass
+    assert len(calls) == 1 and memo.hits == 1 and all(a is b for a, b in zip(first, again))
+    changed = images.clone()
+    changed[3, 2, 7, 7] += 1e-6  # one value in the last image differs: a new pass, the right outputs
+    got = memo.get_or_run("graph", changed, forward)
+    assert len(calls) == 2 and torch.equal(got[0], changed.sum((1, 2, 3)))
+    memo.get_or_run("graph", images[:3], forward)  # a different shape
+    memo.get_or_run("other graph", images[:3], forward)  # a different graph
+    assert len(calls) == 4
+    tracked = images.clone().requires_grad_(True)  # a PET back-propagating: never served from the memo
+    out = memo.get_or_run("graph", tracked, forward)
+    memo.get_or_run("graph", tracked, forward)
+    assert len(calls) == 6 and out[0].requires_grad
+
+
+def test_faceres_gender_and_verifier_share_one_pass_with_the_same_results(lfw3d, faceres_context):
+    batch = load_lfw3d_sample(per_class=4, seed=5).all(size=FaceresGender.input_size)
+    gender = FaceresGender({"batch_size": 8}, faceres_context)
+    verifier = FaceresVerifier({"batch_size": 8}, faceres_context)
+    SHARED.clear()
+    with torch.no_grad():
+        hits = SHARED.hits
+        p_male = gender.predict_male(batch.images)
+        emb = verifier.embed(batch.images.clone())  # the harness hands each evaluator its own copy
+        assert SHARED.hits == hits + 1
+        torch.testing.assert_close(emb, torch.nn.functional.normalize(verifier._forward(batch.images)[1], dim=1))
+        torch.testing.assert_close(p_male, gender._forward(batch.images)[0][:, 0])
+        flipped = batch.images.flip(-1)  # other images: computed afresh, not served the last batch's outputs
+        emb_flipped = verifier.embed(flipped)
+        assert SHARED.hits == hits + 1
+        torch.testing.assert_close(emb_flipped, torch.nn.functional.normalize(verifier._forward(flipped)[1], dim=1))
+        assert not torch.allclose(emb_flipped, emb)

@@ -198,6 +198,64 @@ def _fold_chains(graph: TfjsGraph, nodes: dict[str, Node], order: list[str], kee
     return fused
 
 
+def _monotone_affine(graph: TfjsGraph, nodes: dict[str, Node], node: Node) -> str | None:
+    """The data input of ``node`` if it is ``x * c`` (c > 0), ``x + c`` or ``x - c`` with a constant ``c``
+    that broadcasts along the channel axis only; else None. Such a map rounds monotonically, so it
+    commutes exactly (bit for bit) with a max pool."""
+    if node.op not in _SCALE | _SHIFT or len(node.inputs) != 2:
+        return None
+    consts = [i for i in node.inputs if nodes.get(i) is not None and nodes[i].op == "Const"]
+    if len(consts) != 1 or (node.op == "Sub" and node.inputs[1] != consts[0]):
+        return None
+    value = graph.constants[consts[0]]
+    if value.dtype != np.float32 or any(d != 1 for d in value.shape[:-1]) or value.ndim > 4:
+        return None
+    if node.op == "Mul" and not (value > 0).all():
+        return None
+    return next(i for i in node.inputs if i != consts[0])
+
+
+def pool_before_affine(graph: TfjsGraph, outputs: Sequence[str]) -> TfjsGraph:
+    """Move per-channel scales (positive) and shifts that feed a max pool to after it.
+
+    Keras graphs such as GEAR's run conv -> ReLU -> batch norm -> max pool: moved after the pool, the
+    batch norm's multiply and add touch a quarter of the values. The result is bit-identical. Only
+    chains nothing else reads are moved; the last affine node takes the pool's name, so the pool's
+    consumers read the same value under the same name.
+    """
+    nodes = {n.name: n for n in graph.nodes}
+    consumers: dict[str, int] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            consumers[i] = consumers.get(i, 0) + 1
+    replaced: dict[str, list[Node]] = {}  # an original node -> the nodes standing in its place
+    dropped: set[str] = set()
+    for pool in graph.nodes:
+        if pool.op != "MaxPool":
+            continue
+        chain: list[Node] = []
+        source = pool.inputs[0]
+        while (source in nodes and source not in outputs and consumers.get(source) == 1 and source not in dropped
+               and (x := _monotone_affine(graph, nodes, nodes[source])) is not None):
+            chain.insert(0, nodes[source])
+            source = x
+        if not chain:
+            continue
+        moved = Node(f"{pool.name}/before_affine", "MaxPool", [source], pool.attrs)
+        previous, new_chain = moved.name, []
+        for k, node in enumerate(chain):
+            data = _monotone_affine(graph, nodes, node)
+            name = pool.name if k == len(chain) - 1 else node.name
+            new_chain.append(Node(name, node.op, [previous if i == data else i for i in node.inputs], node.attrs))
+            previous = name
+        dropped.update(n.name for n in chain)
+        replaced[pool.name] = [moved, *new_chain]
+    if not replaced:
+        return graph
+    rewritten = [m for n in graph.nodes if n.name not in dropped for m in replaced.get(n.name, [n])]
+    return TfjsGraph(rewritten, graph.constants, graph.source)
+
+
 def _topological(nodes: dict[str, Node], outputs: Sequence[str], source: str) -> list[str]:
     """Nodes the outputs depend on, each after its inputs (iterative DFS: graphs can be deep)."""
     order: list[str] = []
@@ -226,6 +284,8 @@ def _topological(nodes: dict[str, Node], outputs: Sequence[str], source: str) ->
 
 def compile_graph(graph: TfjsGraph, outputs: Sequence[str], *, fold: bool = True) -> CompiledGraph:
     """A torch module computing ``outputs`` (node names) from the graph's placeholders."""
+    if fold:
+        graph = pool_before_affine(graph, outputs)
     nodes = {n.name: n for n in graph.nodes}
     order = _topological(nodes, outputs, graph.source)
     consumers: dict[str, list[str]] = {name: [] for name in order}

@@ -57,6 +57,40 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _fused_path(x: torch.Tensor) -> bool:
+    """Whether oneDNN's convolution with the activation fused in can run: CPU float32, no gradient needed.
+
+    The fused op has no backward, so anything that back-propagates takes F.conv2d; without gradients the
+    fused op saves a pass over every activation map (and its allocation), which is most of the time
+    outside the convolutions themselves.
+    """
+    return (_HAS_POINTWISE and x.device.type == "cpu" and x.dtype == torch.float32
+            and not (torch.is_grad_enabled() and x.requires_grad))
+
+
+_HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def _pointwise_attr(clamp: tuple[float, float] | None) -> tuple[str, list]:
+    """The clamp as a oneDNN post-op (exact: a clamp rounds nothing); other activations stay ATen's."""
+    if clamp is None:
+        return "none", []
+    if clamp == (0.0, math.inf):
+        return "relu", []
+    return "hardtanh", list(clamp)  # oneDNN's clip: infinite bounds clip nothing
+
+
+def _activate(y: torch.Tensor, clamp: tuple[float, float] | None, activation: str | None) -> torch.Tensor:
+    """The clamp and activation after a convolution or dense layer; the clamp in place when autograd does
+    not track ``y`` (a fresh output nobody else holds: in place saves an allocation and a pass)."""
+    if clamp is not None:
+        bounds = [None if math.isinf(v) else v for v in clamp]
+        y = y.clamp(*bounds) if y.requires_grad else y.clamp_(*bounds)
+    if activation is not None:
+        y = ACTIVATIONS[activation](y)
+    return y
+
+
 class Conv2d(nn.Module):
     """Conv2D / DepthwiseConv2dNative (optionally with a folded bias and a clamp) on NHWC tensors."""
 
@@ -87,15 +121,17 @@ class Conv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = _spatial_padding(x, self.padding, self.weight.shape[2:], self.stride, self.dilation)
-        if top or bottom or left or right:
-            x = F.pad(x, (0, 0, left, right, top, bottom))
-        y = F.conv2d(x.permute(0, 3, 1, 2), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        y = y.permute(0, 2, 3, 1)
-        if self.clamp is not None:
-            y = y.clamp(*(None if math.isinf(v) else v for v in self.clamp))
-        if self.activation is not None:
-            y = ACTIVATIONS[self.activation](y)
-        return y
+        pad = (top, left)
+        if top != bottom or left != right:  # TF's odd extra pixel goes after: only an explicit pad can say so
+            x, pad = F.pad(x, (0, 0, left, right, top, bottom)), (0, 0)
+        x = x.permute(0, 3, 1, 2)
+        if _fused_path(x):
+            attr, scalars = _pointwise_attr(self.clamp)
+            y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, list(pad), list(self.stride),
+                                                       list(self.dilation), self.groups, attr, scalars, None)
+            return _activate(y.permute(0, 2, 3, 1), None, self.activation)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups).permute(0, 2, 3, 1)
+        return _activate(y, self.clamp, self.activation)
 
 
 class MatMul(nn.Module):
@@ -110,11 +146,7 @@ class MatMul(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
-        if self.clamp is not None:
-            y = y.clamp(*(None if math.isinf(v) else v for v in self.clamp))
-        if self.activation is not None:
-            y = ACTIVATIONS[self.activation](y)
-        return y
+        return _activate(y, self.clamp, self.activation)
 
 
 class Pool(nn.Module):
@@ -130,6 +162,13 @@ class Pool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = _spatial_padding(x, self.padding, self.kernel, self.stride)
         padded = top or bottom or left or right
+        if padded and top == bottom and left == right and 2 * top <= self.kernel[0] and 2 * left <= self.kernel[1]:
+            # torch's own padding has TF's semantics when it is symmetric: max ignores it, and
+            # count_include_pad=False averages over the real pixels only; no padded copy is made
+            x = x.permute(0, 3, 1, 2)
+            if self.kind == "max":
+                return F.max_pool2d(x, self.kernel, self.stride, (top, left)).permute(0, 2, 3, 1)
+            return F.avg_pool2d(x, self.kernel, self.stride, (top, left), count_include_pad=False).permute(0, 2, 3, 1)
         if self.kind == "max":
             if padded:
                 x = F.pad(x, (0, 0, left, right, top, bottom), value=-math.inf)

@@ -21,6 +21,7 @@ from .graph import CompiledGraph, compile_graph
 from .loader import GraphFormatError, Node, TfjsGraph, load_graph
 from .ops import UnsupportedOp
 from .preprocess import PAD_MODES, Preprocess
+from .shared_forward import SHARED
 
 
 class _GraphEvaluator:
@@ -29,6 +30,9 @@ class _GraphEvaluator:
     files: ClassVar[GraphFiles]
     preprocess: ClassVar[Preprocess]
     outputs: ClassVar[tuple[str, ...]]  # graph node names, in the order forward() returns them
+    result: ClassVar[int] = 0  # which of the outputs this evaluator reports
+    # evaluators of one graph that the harness runs on the same images share a pass (shared_forward.py)
+    shares_forward: ClassVar[bool] = False
 
     @classmethod
     def _options(cls) -> dict[str, Option]:
@@ -42,10 +46,9 @@ class _GraphEvaluator:
         """A hook for graphs shipped with a known conversion error; most are fine as they are."""
         return graph
 
-    def _setup(self, context: PluginContext | None) -> None:
-        if context is None:
-            raise PluginError(f"{self.name}: needs a PluginContext to find its model files in the model store")
+    def _setup(self, context: PluginContext) -> None:
         model_json, weights = (context.model_path(name) for name in self.files.names)
+        self._model_file = str(model_json)
         try:
             graph = self._repair(load_graph(model_json, {f"{self.files.stem}.bin": weights}))
             self.net: CompiledGraph = compile_graph(graph, self.outputs).to(self.device).eval()
@@ -57,6 +60,12 @@ class _GraphEvaluator:
 
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The graph's outputs for (B, 3, H, W) RGB images in [0, 1]; differentiable with respect to them."""
+        if not self.shares_forward:
+            return self._forward(images)
+        key = (self.files.stem, self._model_file, self.prep, self.outputs, str(self.device))
+        return SHARED.get_or_run(key, images, self._forward)
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         size = int(self.opts["batch_size"])
         chunks = [self.net(self.prep(images[i:i + size].to(self.device))) for i in range(0, images.shape[0], size)]
         if not chunks:
@@ -67,25 +76,27 @@ class _GraphEvaluator:
 class _HumanGender(_GraphEvaluator, GenderClassifier):
     male_index: ClassVar[int]  # which column of the first output is P(male)
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self._setup(context)
 
     def predict_male(self, images: torch.Tensor) -> torch.Tensor:
-        return self.run(images)[0][:, self.male_index].clamp(0.0, 1.0)
+        return self.run(images)[self.result][:, self.male_index].clamp(0.0, 1.0)
 
 
 class _HumanVerifier(_GraphEvaluator, Verifier):
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self._setup(context)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.run(images)[0].flatten(1), dim=1)
+        return F.normalize(self.run(images)[self.result].flatten(1), dim=1)
 
 
 _FACERES_PREP = Preprocess(224, colour="bgr", value_range="caffe", pad=0.1, pad_mode="zeros")
 _FACERES_DEEP_PREP = Preprocess(224, colour="bgr", value_range="caffe")
+# both heads of the faceres networks: the gender classifier and the verifier of one network share a pass
+_FACERES_OUTPUTS = ("gender_pred/Sigmoid", "global_pooling/Mean")
 
 
 class FaceresGender(_HumanGender):
@@ -93,7 +104,7 @@ class FaceresGender(_HumanGender):
     version = "1"
     description = ("human-models faceres (HSE MobileNet, VGGFace2 backbone): gender sigmoid; BGR caffe input, 10% black border; "
                    "LFW3D gender AUC 0.995 (2,000 balanced)")
-    files, preprocess, outputs = assets.FACERES, _FACERES_PREP, ("gender_pred/Sigmoid",)
+    files, preprocess, outputs, result, shares_forward = assets.FACERES, _FACERES_PREP, _FACERES_OUTPUTS, 0, True
     models, input_size, male_index = assets.FACERES.names, _FACERES_PREP.face_size, 0
     evaluator_role = "primary"
 
@@ -103,7 +114,7 @@ class FaceresDeepGender(_HumanGender):
     version = "1"
     description = ("human-models faceres-deep (a fine-tune of faceres's network: weights correlate 0.99, not independent of it): "
                    "gender sigmoid; LFW3D gender AUC 0.994 on a small sample (120 images)")
-    files, preprocess, outputs = assets.FACERES_DEEP, _FACERES_DEEP_PREP, ("gender_pred/Sigmoid",)
+    files, preprocess, outputs, result, shares_forward = assets.FACERES_DEEP, _FACERES_DEEP_PREP, _FACERES_OUTPUTS, 0, True
     models, input_size, male_index = assets.FACERES_DEEP.names, _FACERES_DEEP_PREP.face_size, 0
 
 
@@ -143,7 +154,7 @@ class FaceresVerifier(_HumanVerifier):
     version = "1"
     description = ("human-models faceres (HSE MobileNet, VGGFace2): L2-normalised 1024-D global-pooling descriptor; "
                    "LFW3D EER 0.069 (1,500 + 1,500 pairs)")
-    files, preprocess, outputs = assets.FACERES, _FACERES_PREP, ("global_pooling/Mean",)
+    files, preprocess, outputs, result, shares_forward = assets.FACERES, _FACERES_PREP, _FACERES_OUTPUTS, 1, True
     models, input_size = assets.FACERES.names, _FACERES_PREP.face_size
     evaluator_role = "primary"
 
@@ -153,7 +164,7 @@ class FaceresDeepVerifier(_HumanVerifier):
     version = "1"
     description = ("human-models faceres-deep (a fine-tune of faceres's network: weights correlate 0.99, not independent of it): "
                    "1024-D descriptor; LFW3D EER 0.13 on a small sample (100 + 100 pairs)")
-    files, preprocess, outputs = assets.FACERES_DEEP, _FACERES_DEEP_PREP, ("global_pooling/Mean",)
+    files, preprocess, outputs, result, shares_forward = assets.FACERES_DEEP, _FACERES_DEEP_PREP, _FACERES_OUTPUTS, 1, True
     models, input_size = assets.FACERES_DEEP.names, _FACERES_DEEP_PREP.face_size
 
 
@@ -228,7 +239,7 @@ class AntispoofFeatures(_GraphEvaluator, Featurizer):
     models, input_size = assets.ANTISPOOF.names, preprocess.face_size
     evaluator_role = "when-present"
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self._setup(context)
 
