@@ -3,14 +3,25 @@
 The informed attacker tier needs a deep classifier that adapts to protected images, not only a
 linear probe: this one keeps the pretrained TinyXception body frozen up to the depthwise half of the
 exit separable convolution and fine-tunes its pointwise half (a 1x1 convolution, 256 -> 512) and the
-gender head, both initialised from the pretrained weights. The frozen part runs once over the
-training images; the epochs only touch the 7x7 maps (a 1x1 convolution is a matrix product, while
-the backward pass of a depthwise convolution is slow on CPUs), so a fit costs one forward pass plus
-seconds.
+gender head, both initialised from the pretrained weights.
+
+Cost, which the informed tier pays for every PET twice (informed and mixed) and again when scoring:
+
+- the frozen part's 7x7 maps of a batch are kept in a process-wide, size-bounded cache keyed by the
+  batch's content, so the mixed fit (clean + protected images) and the second head scoring the same
+  evaluation images reuse the maps the first computed instead of running the body again;
+- the epochs only touch the maps; each step evaluates the trainable 1x1 convolution at a random
+  subset of ``positions`` of the 49 (the head averages over positions, so this is an unbiased,
+  cheaper estimate of the pooled feature, a spatial dropout); validation and scoring use all 49;
+- ``holdout`` of the training identities is held out, and training stops when its loss has not
+  improved for ``patience`` epochs, keeping the best epoch's weights.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+from collections import OrderedDict
 from typing import Mapping
 
 import torch
@@ -23,9 +34,51 @@ from .assets import AGE_GENDER
 from .nets import AgeGenderNet, _same_pad, normalize
 from .plugin import _at_size, _chunked, _load_weights
 
+POSITIONS = 49  # the exit block's 7 x 7 maps
+
+
+class MapCache:
+    """Least-recently-used frozen-body outputs, bounded in bytes, keyed by the input batch's content."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def get(self, key: str) -> torch.Tensor | None:
+        value = self.entries.get(key)
+        if value is not None:
+            self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: torch.Tensor) -> None:
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes or key in self.entries:
+            return
+        self.entries[key] = value
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+
+MAPS = MapCache(1 << 30)  # 1 GiB: 7x7x256 float32 maps are 50 KB an image, about 20,000 images
+
+
+def content_key(images: torch.Tensor, *parts: str) -> str:
+    digest = hashlib.blake2b(images.detach().contiguous().cpu().numpy().tobytes(), digest_size=16)
+    for part in parts:
+        digest.update(part.encode())
+    return digest.hexdigest()
+
+
+def identity_fold(identities: list[str], fraction: float) -> torch.Tensor:
+    """(B,) bool: the identities in the held-out fold (a stable hash of the name, so a person is in one fold)."""
+    cut = int(fraction * 2**32)
+    return torch.tensor([int(hashlib.md5(p.encode()).hexdigest()[:8], 16) < cut for p in identities], dtype=torch.bool)
+
 
 class ExitHead(nn.Module):
-    """The trainable tail: the exit conv's pointwise 1x1 + bias, ReLU, 7x7 pool, gender logits."""
+    """The trainable tail: the exit conv's pointwise 1x1 + bias, ReLU, 7x7 average pool, gender logits."""
 
     def __init__(self, net: AgeGenderNet):
         super().__init__()
@@ -35,66 +88,103 @@ class ExitHead(nn.Module):
         self.gender.weight.data.copy_(net.gender.weight.data)
         self.gender.bias.data.copy_(net.gender.bias.data)
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.conv2d(maps, self.pointwise, self.bias))
-        return self.gender(F.avg_pool2d(x, 7, 2).flatten(1))  # softmax index 0 is male
+    def forward(self, maps: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """maps (B, 256, 7, 7) -> (B, 2) logits; ``positions`` (k,) restricts the pool to those of the 49."""
+        x = maps.flatten(2)  # (B, 256, 49)
+        if positions is not None:
+            x = x[:, :, positions]
+        h = F.relu(torch.einsum("bcp,oc->bop", x, self.pointwise.flatten(1)) + self.bias[:, None])
+        return self.gender(h.mean(2))  # softmax index 0 is male
 
 
 class FaceApiGenderFinetuned(GenderClassifier):
     name = "faceapi-gender-ft"
-    version = "1"
+    version = "2"
     description = "face-api.js AgeGenderNet, last pointwise conv and gender head fine-tuned on the training split (informed tier)"
     options = {
-        "epochs": Option(12, "passes over the training images", min=1),
+        "epochs": Option(12, "most passes over the training images (fewer when the held-out loss stops improving)", min=1),
         "lr": Option(1e-3, "Adam learning rate", min=0.0),
         "weight_decay": Option(1e-4, "L2 penalty", min=0.0),
         "batch_size": Option(64, "images per step and per forward pass", min=1),
+        "positions": Option(16, "of the 49 map positions, how many each step trains on (49: all)", min=1, max=POSITIONS),
+        "holdout": Option(0.15, "fraction of the training identities held out to stop training (0: train every epoch)",
+                          min=0.0, max=0.5),
+        "patience": Option(2, "epochs without a better held-out loss before training stops", min=1),
     }
     models = AGE_GENDER
     input_size = 112
     fits = True
 
-    def __init__(self, options: Mapping | None = None, context: PluginContext | None = None):
+    def __init__(self, options: Mapping | None, context: PluginContext):
         super().__init__(options, context)
         self.net = AgeGenderNet(_load_weights(context, *AGE_GENDER)).to(self.device).eval()
         self.head = ExitHead(self.net).to(self.device)
+        self._weights_tag = context.model_path(AGE_GENDER[1])  # the cache is shared by every instance of these weights
 
-    def _maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen part: (B, 256, 7, 7), the exit conv's depthwise output."""
-        x = _at_size(images.to(self.device), self.input_size)
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             out = F.relu(self.net.conv_in(normalize(x)))
             out = self.net.exit_block(self.net.middle(self.net.entry(out)))
             depthwise = self.net.exit_conv.depthwise
             return F.conv2d(_same_pad(out, depthwise.shape[-1], 1), depthwise, groups=depthwise.shape[0])
 
+    def _maps(self, images: torch.Tensor, mirrored: bool = False) -> torch.Tensor:
+        """Frozen part: (B, 256, 7, 7), the exit conv's depthwise output (of the mirror images if ``mirrored``)."""
+        x = _at_size(images.to(self.device), self.input_size)
+        key = content_key(x, self._weights_tag, "mirrored" if mirrored else "")
+        maps = MAPS.get(key)
+        if maps is None:
+            maps = self._body(x.flip(-1) if mirrored else x)
+            MAPS.put(key, maps)
+        return maps
+
     def fit(self, train: FaceSet) -> None:
-        maps, labels = [], []
+        maps, labels, held = [], [], []
         for batch in train.batches(self.opts["batch_size"], size=self.input_size):
             known = batch.genders >= 0
             if known.any():  # each face and its mirror image: a face's gender has no side
                 faces = batch.images[known]
-                maps += [self._maps(faces), self._maps(faces.flip(-1))]
+                maps += [self._maps(faces), self._maps(faces, mirrored=True)]
                 labels += [batch.genders[known].to(self.device)] * 2
+                fold = identity_fold([p for p, k in zip(batch.identities, known.tolist()) if k], self.opts["holdout"])
+                held += [fold, fold]
         if not maps:
             raise PluginError(f"{self.name}: the training split has no gender-labelled faces")
-        x, y = torch.cat(maps), torch.cat(labels)
+        x, y, val = torch.cat(maps), torch.cat(labels), torch.cat(held).to(self.device)
         if len(torch.unique(y)) < 2:
             raise PluginError(f"{self.name}: the training split needs faces of both genders")
         target = 1 - y  # softmax index 0 is male (MALE = 1)
-        generator = torch.Generator().manual_seed(self.context.seed if self.context else 0)
+        if not (len(torch.unique(y[val])) == 2 and len(torch.unique(y[~val])) == 2):
+            val = torch.zeros_like(val)  # too few identities for a held-out fold with both genders: every epoch, all images
+        fit_idx, val_idx = (~val).nonzero().squeeze(1), val.nonzero().squeeze(1)
+        generator = torch.Generator().manual_seed(self.context.seed)
         opt = torch.optim.Adam(self.head.parameters(), lr=self.opts["lr"], weight_decay=self.opts["weight_decay"])
-        bs = self.opts["batch_size"]
-        self.head.train()
+        bs, k = self.opts["batch_size"], int(self.opts["positions"])
+        best, best_loss, stale = None, float("inf"), 0
         with torch.enable_grad():
             for _ in range(self.opts["epochs"]):
-                order = torch.randperm(len(x), generator=generator).to(self.device)
-                for start in range(0, len(x), bs):
+                self.head.train()
+                order = fit_idx[torch.randperm(len(fit_idx), generator=generator).to(self.device)]
+                for start in range(0, len(order), bs):
                     idx = order[start:start + bs]
-                    loss = F.cross_entropy(self.head(x[idx]), target[idx])
+                    positions = None if k >= POSITIONS else torch.randperm(POSITIONS, generator=generator)[:k].to(self.device)
+                    loss = F.cross_entropy(self.head(x[idx], positions), target[idx])
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+                if not len(val_idx):
+                    continue
+                self.head.eval()
+                with torch.no_grad():
+                    held_loss = float(F.cross_entropy(self.head(x[val_idx]), target[val_idx]))
+                if held_loss < best_loss - 1e-4:
+                    best, best_loss, stale = copy.deepcopy(self.head.state_dict()), held_loss, 0
+                else:
+                    stale += 1
+                    if stale >= self.opts["patience"]:
+                        break
+        if best is not None:
+            self.head.load_state_dict(best)
         self.head.eval()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -105,4 +195,5 @@ class FaceApiGenderFinetuned(GenderClassifier):
         self.head.eval()
 
     def predict_male(self, images: torch.Tensor) -> torch.Tensor:
-        return _chunked(lambda x: self.head(self._maps(x)).softmax(1)[:, 0], images, self.opts["batch_size"])
+        with torch.no_grad():
+            return _chunked(lambda x: self.head(self._maps(x)).softmax(1)[:, 0], images, self.opts["batch_size"])

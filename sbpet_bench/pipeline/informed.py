@@ -17,6 +17,7 @@ On the originals row the informed classifiers are trained on clean images only.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +27,7 @@ import torch
 from ..api import MALE, NO_ATTACK, ORIGINAL, TIER_INFORMED, TIER_MIXED, FaceBatch, FaceRecord, condition_label
 from ..cache import stable_hash
 from ..images import resize, uint8_to_tensor
+from .checks import parse_spec
 from .plan import ConditionSpec, Plan, make_shards
 from .stages import ShardRunner
 
@@ -33,26 +35,59 @@ DEFAULT_INFORMED_CLASSIFIERS = ("cnn-gender", "faceapi-gender-ft")
 
 
 class ArrayFaceSet:
-    """A FaceSet over decoded uint8 images (the protected training images)."""
+    """A FaceSet over decoded uint8 images (the protected training images), in one or more parts.
 
-    def __init__(self, images: np.ndarray, records: Sequence[FaceRecord], device: torch.device):
-        self.images, self.records, self.device = images, list(records), device
+    Batches never straddle two parts: the mixed set (clean part, then protected part) then yields the
+    very batches that the clean and the protected sets yield alone, so a classifier that caches work per
+    batch (faceapi-gender-ft's frozen body) finds it there.
+    """
+
+    def __init__(self, parts: Sequence[np.ndarray], records: Sequence[FaceRecord], device: torch.device):
+        self.parts, self.records, self.device = list(parts), list(records), device
+        if sum(len(p) for p in self.parts) != len(self.records):
+            raise ValueError(f"{sum(len(p) for p in self.parts)} images for {len(self.records)} records")
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _batch(self, sl: slice, size: int | None) -> FaceBatch:
-        recs = self.records[sl]
-        x = resize(uint8_to_tensor(self.images[sl], self.device), size)
+    def _batch(self, images: np.ndarray, recs: Sequence[FaceRecord], size: int | None) -> FaceBatch:
+        x = resize(uint8_to_tensor(images, self.device), size)
         genders = torch.tensor([-1 if r.gender is None else r.gender for r in recs], dtype=torch.int64, device=self.device)
         return FaceBatch(x, genders, [r.identity for r in recs], [r.id for r in recs])
 
     def batches(self, batch_size: int, size: int | None = None) -> Iterator[FaceBatch]:
-        for start in range(0, len(self), batch_size):
-            yield self._batch(slice(start, start + batch_size), size)
+        offset = 0
+        for part in self.parts:
+            for start in range(0, len(part), batch_size):
+                stop = min(start + batch_size, len(part))
+                yield self._batch(part[start:stop], self.records[offset + start:offset + stop], size)
+            offset += len(part)
 
     def all(self, size: int | None = None) -> FaceBatch:
-        return self._batch(slice(0, len(self)), size)
+        return self._batch(np.concatenate(self.parts), self.records, size)
+
+
+# Settings the informed tier gives its default classifiers, below the user's --option values: a from-scratch
+# CNN stops on a held-out fold of the protected training identities instead of running a fixed schedule.
+INFORMED_OPTIONS: dict[str, dict[str, Any]] = {"cnn-gender": {"holdout": 0.15}}
+
+
+def informed_options(spec: str, user_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    name, inline = parse_spec(spec)
+    return {k: v for k, v in INFORMED_OPTIONS.get(name, {}).items() if k not in inline and k not in user_options.get(name, {})}
+
+
+class RepeatLoader:
+    """Decodes a shard's originals once although the runner and the tier both ask for them."""
+
+    def __init__(self, load):
+        self.load, self.last = load, None
+
+    def __call__(self, records: Sequence[FaceRecord]) -> np.ndarray:
+        key = tuple(r.id for r in records)
+        if self.last is None or self.last[0] != key:
+            self.last = (key, self.load(records))
+        return self.last[1]
 
 
 def informed_subset(train: Sequence[FaceRecord], per_class: int | None, seed: int) -> list[FaceRecord]:
@@ -118,6 +153,8 @@ def build_informed_tier(host, *, pets: list[str], transforms: dict, verifiers: d
     tier = InformedTier(n_train=len(records))
     if not records:
         return tier
+    loader = RepeatLoader(loader)
+    timings = host.timings  # "informed <stage>:<plugin>" next to the run's own stages in results.json
     conditions = [ConditionSpec(ORIGINAL, NO_ATTACK)] + [ConditionSpec(p, NO_ATTACK) for p in pets if ("pet", p) in transforms]
     plan = Plan(conditions, make_shards(records, shard_size, data_fp, image_size),
                 transform_keys={k: key for k, (_, key) in transforms.items() if k[0] == "pet"},
@@ -130,6 +167,8 @@ def build_informed_tier(host, *, pets: list[str], transforms: dict, verifiers: d
     failed: set[str] = set()
     for shard in host.reporter.track(plan.shards, description="informed tier: protect training", total=len(plan.shards)):
         result = runner.run(shard, skip=failed)
+        for key, seconds in result.timings.items():
+            timings[f"informed {key}"] += seconds
         originals = loader(shard.records)
         for cond in conditions:
             part = result.conditions.get(cond.key)
@@ -152,22 +191,25 @@ def build_informed_tier(host, *, pets: list[str], transforms: dict, verifiers: d
             continue
         protected = np.concatenate(images[cond.key])
         emb = {k: np.concatenate(v) for k, v in embeddings[cond.key].items()}
-        variants = [("informed", protected, records, emb, y)]
+        variants = [("informed", [protected], records, emb, y)]
         if cond.pet != ORIGINAL:
-            variants.append(("mixed", np.concatenate([clean, protected]), [*records, *records],
+            variants.append(("mixed", [clean, protected], [*records, *records],
                              {k: np.concatenate([clean_emb[k], v]) for k, v in emb.items() if k in clean_emb},
                              np.concatenate([y, y])))
-        for prefix, x_u8, recs, e, labels in variants:
+        for prefix, parts, recs, e, labels in variants:
+            t0 = time.perf_counter()
             for vlabel, x in e.items():
                 if len(x) == len(labels) and len(np.unique(labels)) == 2:
                     tier.probes.setdefault(cond.key, {})[f"{prefix}:probe:{vlabel.split(':', 1)[1]}"] = Probe.fit(vlabel, x, labels)
+            timings["informed fit:probes"] += time.perf_counter() - t0
             set_fp = stable_hash("informed-train", prefix, plan.image_key(cond, plan.shards[0]) if cond.pet != ORIGINAL else "clean",
                                  [plan.image_key(cond, s) for s in plan.shards])
-            faces = ArrayFaceSet(x_u8, recs, device)
+            faces = ArrayFaceSet(parts, recs, device)
             for spec in classifier_specs:
                 label = f"{prefix}:{spec}"
                 try:
-                    plugin, key = host.get("classifier", spec, train=faces, train_fp=set_fp)
+                    plugin, key = host.get("classifier", spec, informed_options(spec, host.user_options) or None,
+                                           train=faces, train_fp=set_fp)
                 except Exception as exc:  # noqa: BLE001 - one informed classifier failing leaves the others
                     error({"plugin": spec, "kind": "classifier", "stage": f"informed tier: fit {label} for {cond.key}",
                            "batch": None, "message": f"{type(exc).__name__}: {exc}"})
