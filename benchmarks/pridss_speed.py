@@ -5,6 +5,8 @@ Run from the repo root:
     .venv/bin/python benchmarks/pridss_speed.py [--per-class 8] [--m 10] [--pool-per-class 40]
         [--evaluators real|standin] [--threads 2] [--device cpu] [--repeat 3] [--profile FILE]
     .venv/bin/python benchmarks/pridss_speed.py --geometry 500   # detection rate on 2x500 LFW3D faces
+    .venv/bin/python benchmarks/pridss_speed.py --pic-check DATA [--per-class 50] [--pool-per-class 100]
+        [--probe-per-class 100] [--split-per-class 500]   # PIC of the chosen fusions, training split of DATA
 
 ``--evaluators real`` scores fusions with the default internal evaluators
 (``resnet-gender-probe`` fitted on a small disjoint sample, ``faceapi-resnet``),
@@ -30,8 +32,9 @@ import torch
 
 from sbpet_bench.api import GenderClassifier, Verifier
 from sbpet_bench.testing import load_lfw3d_sample, make_context
-from sbpet_pridss.pixel.geometry import FaceGeometry, installed_shape_predictor
 from sbpet_pridss.plugin import PriDSS
+
+from sbpet_pridss.pixel.geometry import FaceGeometry, installed_shape_predictor
 
 
 class GreyVerifier(Verifier):
@@ -89,14 +92,84 @@ def evaluators(kind: str, work: str, device: str):
     return {"resnet-gender-probe": probe, "faceapi-resnet": verifier}, "resnet-gender-probe", "faceapi-resnet", store.path
 
 
-def timed(fn, repeat: int) -> tuple[float, float, object]:
-    """Median and fastest wall-clock seconds of ``repeat`` calls, and the last result."""
-    times, result = [], None
+def timed(fn, repeat: int) -> tuple[float, float, float, object]:
+    """Median and fastest wall-clock seconds of ``repeat`` calls, the median CPU seconds of this process
+    (all its threads; less sensitive to other users of a shared machine than wall-clock), and the last result."""
+    times, cpu, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), result
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), min(times), statistics.median(cpu), result
+
+
+def training_split_parts(data: str, split_per_class: int, sizes: tuple[int, ...], work: str, device: str) -> list:
+    """Identity-disjoint, gender-balanced parts (``sizes`` faces per gender each) of the training split that
+    ``sbpet run --data DATA --per-class N`` trains on: the evaluation identities are never in it."""
+    import numpy as np
+
+    from sbpet_bench.config import build_config
+    from sbpet_bench.data import DiskFaceSet
+    from sbpet_bench.pipeline import Run
+
+    cfg = build_config(None, {"data": data, "per_class": split_per_class, "out": f"{work}/run",
+                              "cache_dir": f"{work}/cache", "quiet": True, "device": device})
+    runner = Run(cfg)
+    with runner.reporter:
+        runner.setup()
+    by_identity: dict[str, list] = {}
+    for rec in runner.splits.train:
+        by_identity.setdefault(rec.identity, []).append(rec)
+    parts: list[list] = [[] for _ in sizes]
+    counts = [[0, 0] for _ in sizes]
+    for identity in np.random.default_rng(0).permutation(sorted(by_identity)):
+        k = next((k for k, c in enumerate(counts) if min(c) < sizes[k]), None)
+        if k is None:
+            break
+        for rec in by_identity[identity]:  # whole identities go to one part
+            if counts[k][rec.gender] < sizes[k]:
+                parts[k].append(rec)
+                counts[k][rec.gender] += 1
+    print(f"training split of {data} at --per-class {split_per_class}: {len(runner.splits.train)} faces; parts "
+          f"{counts} (female, male), identity-disjoint")
+    return [DiskFaceSet(part, runner.image_size) for part in parts]
+
+
+def pic_check(args) -> None:
+    """PIC statistics of the chosen fusions with PriDSS's internal models, on the harness's training split."""
+    from sbpet_bench.modelstore import ModelStore
+    from sbpet_bench.plugins import load_registry
+
+    work = tempfile.mkdtemp(prefix="sbpet-pridss-pic-")
+    probe_set, pool, originals = training_split_parts(args.pic_check, args.split_per_class,
+                                                      (args.probe_per_class, args.pool_per_class, args.per_class),
+                                                      work, args.device)
+    registry = load_registry()
+    store = ModelStore(None, registry.assets)
+    ctx = make_context(work, device=args.device, model_path=store.path)
+    verifier = registry.get("verifier", "faceapi-resnet").create({}, ctx)
+    ctx = make_context(work, device=args.device, model_path=store.path, plugins={"faceapi-resnet": verifier})
+    probe = registry.get("classifier", "resnet-gender-probe").create({}, ctx)
+    probe.fit(probe_set)
+    ctx = make_context(work, device=args.device, seed=0, model_path=store.path,
+                       plugins={"faceapi-resnet": verifier, "resnet-gender-probe": probe})
+    pet = PriDSS({"m": args.m}, ctx)
+    pet.fit(None, pool)
+    diags = []
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in originals.batches(32):
+            diags += pet.protect(batch).diagnostics
+    wall = time.perf_counter() - start
+    chosen = [d for d in diags if d["face_found"]]
+    pic = torch.tensor([d["pic"][d["chosen"]] for d in chosen])
+    p = torch.tensor([d["p_male"][d["chosen"]] for d in chosen])
+    sim = torch.tensor([d["similarity"][d["chosen"]] for d in chosen])
+    print(f"PriDSS version {PriDSS.version}, M={args.m}: {len(chosen)} of {len(diags)} originals fused "
+          f"({len(diags) - len(chosen)} passed through), {wall:.0f} s ({load()})")
+    print(f"  chosen PIC mean {pic.mean():.4f}, median {pic.median():.4f}; |2P(male)-1| mean {(2 * p - 1).abs().mean():.4f}; "
+          f"SIM mean {sim.mean():.4f}; share with |2P-1| < 0.2: {((2 * p - 1).abs() < 0.2).float().mean():.3f}")
 
 
 def main() -> None:
@@ -110,11 +183,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed passes of each step (median and fastest printed)")
     ap.add_argument("--profile", default="", help="write a cProfile of one fusion pass to this file")
     ap.add_argument("--geometry", type=int, default=0, help="only measure detection on 2xN LFW3D faces")
+    ap.add_argument("--pic-check", default="", metavar="DATA", help="instead of timing: PIC statistics of the chosen "
+                    "fusions with the internal models (resnet-gender-probe fitted on --probe-per-class, faceapi-resnet), "
+                    "originals and pool from the harness's training split of DATA")
+    ap.add_argument("--probe-per-class", type=int, default=100, help="with --pic-check: faces per gender fitting the probe")
+    ap.add_argument("--split-per-class", type=int, default=500, help="with --pic-check: the run's --per-class, which "
+                    "decides the training split")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads {torch.get_num_threads()}, niceness {os.nice(0)}, {load()}")
     if args.geometry:
         geometry_rate(args.geometry)
+        return
+    if args.pic_check:
+        pic_check(args)
         return
 
     work = tempfile.mkdtemp(prefix="sbpet-pridss-")
@@ -136,27 +218,27 @@ def main() -> None:
             import cProfile
 
             cProfile.runctx("pet.fused_candidates(batch)", globals(), {"pet": pet, "batch": batch}, args.profile)
-        fuse_med, fuse_min, parts = timed(lambda: pet.fused_candidates(batch), args.repeat)
+        fuse_med, fuse_min, fuse_cpu, parts = timed(lambda: pet.fused_candidates(batch), args.repeat)
         load_fuse = load()
         originals = batch.images[parts["rows"]]
-        score_med, _, _ = timed(lambda: pet.score(originals, parts["fused"]), args.repeat)
+        score_med, _, _, _ = timed(lambda: pet.score(originals, parts["fused"]), args.repeat)
         try:  # the fallback path: the classifier embeds each fusion itself (no reuse of the SIM embeddings)
-            alone_med, _, _ = timed(lambda: pet.score(originals, parts["fused"], reuse_embeddings=False), args.repeat)
+            alone_med, _, _, _ = timed(lambda: pet.score(originals, parts["fused"], reuse_embeddings=False), args.repeat)
         except TypeError:  # a PriDSS from before the option
             alone_med = float("nan")
-        protect_med, _, result = timed(lambda: pet.protect(batch), args.repeat)
+        protect_med, _, protect_cpu, result = timed(lambda: pet.protect(batch), args.repeat)
         load_end = load()
     n, m = parts["fused"].shape[:2]
     found = sum(d["face_found"] for d in result.diagnostics)
     print(f"{len(batch)} originals ({found} with a face), M={m}, evaluators={args.evaluators}, repeat={args.repeat}")
     print(f"  landmarks + fusion: {fuse_med / (n * m) * 1000:.1f} ms/candidate (fastest {fuse_min / (n * m) * 1000:.1f}; "
-          f"{load_fuse})")
+          f"CPU {fuse_cpu / (n * m) * 1000:.1f} ms/candidate; {load_fuse})")
     reused = pet.shared_embedding_classifier(*[plugins[k] for k in (clf, ver)]) is not None
     print(f"  scoring (P(male), SIM): {score_med / (n * m) * 1000:.1f} ms/candidate "
           f"({'reusing the SIM embeddings' if reused else 'classifier embeds on its own'}); "
           f"without reuse: {alone_med / (n * m) * 1000:.1f} ms/candidate")
     print(f"  protect end to end: {protect_med / (n * m) * 1000:.1f} ms/candidate, {protect_med / len(batch) * 1000:.0f} "
-          f"ms/image ({load_end})")
+          f"ms/image (CPU {protect_cpu / (n * m) * 1000:.1f} ms/candidate; {load_end})")
     pics = [d["pic"][d["chosen"]] for d in result.diagnostics if d["face_found"]]
     p_chosen = [d["p_male"][d["chosen"]] for d in result.diagnostics if d["face_found"]]
     sim_chosen = [d["similarity"][d["chosen"]] for d in result.diagnostics if d["face_found"]]

@@ -530,6 +530,31 @@ def test_poisson_regions_per_source_match_separate_solves():
     assert not torch.allclose(together[:, 0, :, 10], tgt[:, 0, :, 10])
 
 
+def test_poisson_shared_region_joins_across_the_crop_edge():
+    """Sources sharing their row's region, each with its own crop (``covered``): the step at a crop's edge
+    is not kept as a gradient, the blend joins the two sides smoothly; without ``covered`` the step stays."""
+    from sbpet_pridss.pixel.blending import poisson_blend
+
+    g = torch.Generator().manual_seed(0)
+    target = (0.3 + 0.01 * torch.rand(1, 2, 3, 16, 16, generator=g))
+    source = target.clone()
+    covered = torch.zeros(1, 2, 16, 16, dtype=torch.bool)
+    covered[:, 0, :, :8] = True  # the first source has pixels left of column 8, the second everywhere
+    covered[:, 1] = True
+    source[:, 0, :, :, :8] += 0.5  # ... and is brighter there: a step at its crop's edge
+    source[:, 1] += 0.2 * torch.rand(3, 16, 16, generator=g)  # the second carries a texture of its own
+    region = torch.zeros(1, 16, 16, dtype=torch.bool)
+    region[:, 2:14, 2:14] = True
+    joined = poisson_blend(source, target, region, covered)
+    stepped = poisson_blend(source, target, region)
+    jump = lambda x: float((x[0, 0, :, 4:12, 8] - x[0, 0, :, 4:12, 7]).abs().mean())  # noqa: E731
+    assert jump(stepped) > 0.3 and jump(joined) < 0.1
+    assert torch.equal(joined[..., ~region[0]], target[..., ~region[0]])  # outside the region: the target
+    # a source covered everywhere is blended as without ``covered``: its own texture is kept
+    assert torch.allclose(joined[:, 1], stepped[:, 1], atol=1e-6)
+    assert float((joined[0, 1] - target[0, 1])[:, region[0]].std()) > 0.03
+
+
 def test_selection_only_among_eligible_candidates():
     from sbpet_pridss.selection import select_lowest_pic
 

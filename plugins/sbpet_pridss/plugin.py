@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only when the latent backend is broken
 
 class PriDSS(PET):
     name = "pridss"
-    version = "10"
+    version = "11"
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {

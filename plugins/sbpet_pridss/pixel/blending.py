@@ -59,6 +59,10 @@ def match_colour(source: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     return ((source - ms) * gain + ms + strength * (mt - ms)).clamp(0, 1)
 
 
+# Right-hand sides solved at once (see poisson_blend).
+_SOLVE_CHUNK = 3
+
+
 def _laplacian_system(region: np.ndarray):
     """Sparse LU of the 5-point Laplacian restricted to ``region`` (H, W bool), Neumann at the image border.
 
@@ -94,7 +98,21 @@ def _laplacian_system(region: np.ndarray):
     return lu, flat, outside
 
 
-def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+def _crossing_differences(source: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """For every pixel p of (K, C, H, W) ``source``: the sum over its 4 neighbours q on the other side
+    of a ``covered`` (K, H, W) edge of source[p] - source[q], as (K, C, H, W)."""
+    out = np.zeros_like(source)
+    down = (source[:, :, 1:] - source[:, :, :-1]) * (covered[:, 1:] != covered[:, :-1])[:, None]
+    out[:, :, :-1] -= down
+    out[:, :, 1:] += down
+    right = (source[..., 1:] - source[..., :-1]) * (covered[:, :, 1:] != covered[:, :, :-1])[:, None]
+    out[..., :-1] -= right
+    out[..., 1:] += right
+    return out
+
+
+def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tensor,
+                  covered: torch.Tensor | None = None) -> torch.Tensor:
     """Seamless cloning: ``source``'s gradients inside ``region``, ``target`` elsewhere.
 
     ``source``/``target`` are (B, M, 3, H, W): M sources per target image; ``region`` is
@@ -103,11 +121,21 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
     the image border is free, i.e. Neumann) and returns ``source + f`` inside the region, ``target``
     outside. One sparse LU serves every source with the same region (and its 3 channels). Solved
     on the CPU with SciPy (90x90 systems are small).
+
+    ``covered`` (B, M, H, W) bool, optional: where each source has pixels of its own. The source's
+    differences across the edge of ``covered`` are left out of the guidance field, so that the
+    solution joins the two sides smoothly instead of keeping the step between them as a gradient.
+    A region shared by the M sources of a row, with their own crops given this way, is factorised
+    once for all of them (the reason for the option: the LU is most of the fusion's cost).
     """
     bsz, m, ch, h, w = source.shape
     out = target.detach().to("cpu", torch.float64).numpy().copy().reshape(bsz, m, ch, h * w)
     diff = (target - source).detach().to("cpu", torch.float64).numpy().reshape(bsz, m, ch, h * w)
     src = source.detach().to("cpu", torch.float64).numpy().reshape(bsz, m, ch, h * w)
+    crossing = None
+    if covered is not None:
+        crossing = _crossing_differences(src.reshape(bsz * m, ch, h, w), covered.detach().cpu().numpy().reshape(-1, h, w))
+        crossing = crossing.reshape(bsz, m, ch, h * w)
     masks = region.detach().cpu().numpy()
     if masks.ndim == 3:
         masks = np.broadcast_to(masks[:, None], (bsz, m, h, w))
@@ -123,7 +151,13 @@ def poisson_blend(source: torch.Tensor, target: torch.Tensor, region: torch.Tens
             rhs = np.zeros((len(flat), len(members) * ch))
             for rows, neighbours in outside:
                 np.add.at(rhs, rows, d[:, neighbours].T)
-            correction = lu.solve(np.asfortranarray(rhs)).T.reshape(len(members), ch, -1)
+            if crossing is not None:
+                rhs -= crossing[i, members][..., flat].reshape(len(members) * ch, -1).T
+            # SuperLU's solve slows down per right-hand side as their number grows (measured: 0.4 ms each
+            # for 3, 0.8 ms for 30 on a 5,767-unknown region), so the sources' channels go in threes.
+            correction = np.concatenate([lu.solve(np.asfortranarray(rhs[:, k : k + _SOLVE_CHUNK]))
+                                         for k in range(0, rhs.shape[1], _SOLVE_CHUNK)], 1)
+            correction = correction.T.reshape(len(members), ch, -1)
             block = out[i, members]  # fancy indexing copies: written back below
             block[..., flat] = src[i, members][..., flat] + correction
             out[i, members] = block

@@ -70,12 +70,17 @@ def fuse(originals: torch.Tensor, original_points: torch.Tensor, candidates: tor
     # in: blending the original into itself leaves it as it was instead of a smeared edge.
     coverage = coverage.unsqueeze(1)
     warped = (coverage * warped + (1 - coverage) * flat_target).view(bsz, m, ch, h, w)
-    # Each candidate's own region ends where its crop does, so that the Poisson boundary condition
-    # joins its skin to the original's there instead of keeping the step between the two as a gradient.
-    region = ((skin.repeat_interleave(m, 0) > 0.02) & (coverage[:, 0] > 0.5)).view(bsz, m, h, w)
+    # The candidate's skin goes where the original's skin is and the candidate has pixels of its own.
+    shared = skin > 0.02  # (B, H, W)
+    covered = (coverage[:, 0] > 0.5).view(bsz, m, h, w)
+    region = shared.unsqueeze(1) & covered
     # Outside the region Poisson returns the target: pasting does the same, so both keep the features.
     pasted = torch.where(region.unsqueeze(2), warped, target)
-    blended = pasted if poisson <= 0 else poisson_blend(warped, target, region)
+    # The M candidates are blended over the original's skin region, which they share, so one sparse
+    # factorisation serves all of them; where a candidate's crop ends first the original's own pixels
+    # guide the blend, and across that edge nothing does, so that the Poisson correction joins the
+    # candidate's skin to the original's there instead of keeping the step between the two as a gradient.
+    blended = pasted if poisson <= 0 else poisson_blend(pasted, target, shared, covered)
     if 0 < poisson < 1:
         blended = poisson * blended + (1 - poisson) * pasted
     if tone_limit > 0:
