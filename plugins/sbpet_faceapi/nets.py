@@ -21,23 +21,60 @@ MEAN_RGB = (122.782, 117.001, 104.298)
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """face-api's input recipe: (255 * x - mean) / 255."""
     mean = torch.tensor(MEAN_RGB, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) / 255.0
-    return images - mean
+    # channels_last from here on: oneDNN's convolutions then run without reordering their inputs
+    return images.contiguous(memory_format=torch.channels_last) - mean
+
+
+def _same_split(n: int, k: int, s: int) -> tuple[int, int]:
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
 
 
 def _same_pad(x: torch.Tensor, k: int, s: int, value: float = 0.0) -> torch.Tensor:
     """TensorFlow's 'same' padding: the odd pixel goes after (bottom/right), unlike PyTorch's symmetric padding."""
-    def split(n: int) -> tuple[int, int]:
-        total = max((-(-n // s) - 1) * s + k - n, 0)
-        return total // 2, total - total // 2
-
-    (top, bottom), (left, right) = split(x.shape[-2]), split(x.shape[-1])
+    (top, bottom), (left, right) = _same_split(x.shape[-2], k, s), _same_split(x.shape[-1], k, s)
     if top or bottom or left or right:
         x = F.pad(x, (left, right, top, bottom), value=value)
     return x
 
 
+# oneDNN's convolution with a ReLU fused in: one pass over each activation map fewer, but no backward
+_HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def tf_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, same: bool = True,
+            groups: int = 1, relu: bool = False) -> torch.Tensor:
+    """conv2d with TF's padding, optionally followed by a ReLU.
+
+    Symmetric 'same' padding is passed to the convolution (no padded copy); only TF's asymmetric case
+    (the odd pixel after) pads explicitly. Without autograd on CPU the ReLU is fused into oneDNN's kernel.
+    """
+    pad = (0, 0)
+    if same:
+        k = weight.shape[-1]
+        (top, bottom), (left, right) = _same_split(x.shape[-2], k, stride), _same_split(x.shape[-1], k, stride)
+        if top == bottom and left == right:
+            pad = (top, left)
+        else:
+            x = F.pad(x, (left, right, top, bottom))
+    if (_HAS_POINTWISE and x.device.type == "cpu" and x.dtype == torch.float32
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))):
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(pad), [stride, stride], [1, 1], groups,
+                                                       "relu" if relu else "none", [], None)
+    y = F.conv2d(x, weight, bias, stride, pad, 1, groups)
+    return (F.relu(y) if y.requires_grad else y.relu_()) if relu else y
+
+
+def _add_relu(out: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """relu(out + other), in place in ``out`` (a fresh block output) when autograd does not track it."""
+    if out.requires_grad or other.requires_grad:
+        return F.relu(out + other)
+    return out.add_(other).relu_()
+
+
 def _filters(w: torch.Tensor) -> torch.Tensor:
-    return w.permute(3, 2, 0, 1).contiguous()  # [kh, kw, in, out] -> [out, in, kh, kw]
+    # [kh, kw, in, out] -> [out, in, kh, kw], stored channels_last like the activations (oneDNN's native layout)
+    return w.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
 
 
 class Conv(nn.Module):
@@ -50,14 +87,12 @@ class Conv(nn.Module):
         if scale is not None:  # (conv(x) + b) * scale + shift == conv(x; W * scale) + (b * scale + shift)
             weight = weight * scale.view(-1, 1, 1, 1)
             b = b * scale + shift
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", weight.contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", b)
         self.stride, self.padding, self.k = stride, padding, weight.shape[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding == "same":
-            x = _same_pad(x, self.k, self.stride)
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride)
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        return tf_conv(x, self.weight, self.bias, self.stride, self.padding == "same", relu=relu)
 
 
 class SeparableConv(nn.Module):
@@ -66,13 +101,14 @@ class SeparableConv(nn.Module):
     def __init__(self, w: Mapping[str, torch.Tensor], prefix: str):
         super().__init__()
         depthwise = w[f"{prefix}/depthwise_filter"]  # [kh, kw, in, 1]
-        self.register_buffer("depthwise", depthwise.permute(2, 3, 0, 1).contiguous())  # [in, 1, kh, kw]
+        self.register_buffer("depthwise", depthwise.permute(2, 3, 0, 1).contiguous(memory_format=torch.channels_last))  # [in, 1, kh, kw]
         self.register_buffer("pointwise", _filters(w[f"{prefix}/pointwise_filter"]))
         self.register_buffer("bias", w[f"{prefix}/bias"].clone())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(_same_pad(x, self.depthwise.shape[-1], 1), self.depthwise, groups=self.depthwise.shape[0])
-        return F.conv2d(x, self.pointwise, self.bias)
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """The separable conv's output, or its ReLU (fused into the pointwise conv) when ``relu``."""
+        x = tf_conv(x, self.depthwise, None, groups=self.depthwise.shape[0])
+        return tf_conv(x, self.pointwise, self.bias, same=False, relu=relu)
 
 
 class ReductionBlock(nn.Module):
@@ -84,10 +120,11 @@ class ReductionBlock(nn.Module):
         self.expansion = Conv(w[f"{prefix}/expansion_conv/filters"], w[f"{prefix}/expansion_conv/bias"], stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.sep0(F.relu(x) if self.activate_input else x)
-        out = self.sep1(F.relu(out))
+        out = self.sep0(F.relu(x) if self.activate_input else x, relu=True)
+        out = self.sep1(out)
         out = F.max_pool2d(_same_pad(out, 3, 2, value=float("-inf")), 3, 2)  # TF 'same' max pooling ignores the pad
-        return out + self.expansion(x)
+        shortcut = self.expansion(x)
+        return out + shortcut if out.requires_grad or shortcut.requires_grad else out.add_(shortcut)
 
 
 class MainBlock(nn.Module):
@@ -96,10 +133,10 @@ class MainBlock(nn.Module):
         self.convs = nn.ModuleList(SeparableConv(w, f"{prefix}/separable_conv{i}") for i in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for conv in self.convs:
-            out = conv(F.relu(out))
-        return out + x
+        out = F.relu(x)  # x itself is the residual: not in place
+        for k, conv in enumerate(self.convs):
+            out = conv(out, relu=k < len(self.convs) - 1)  # each ReLU fused into the conv before it
+        return out + x if out.requires_grad or x.requires_grad else out.add_(x)
 
 
 class AgeGenderNet(nn.Module):
@@ -126,9 +163,9 @@ class AgeGenderNet(nn.Module):
             head.requires_grad_(False)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv_in(normalize(images)))
+        out = self.conv_in(normalize(images), relu=True)
         out = self.middle(self.entry(out))
-        return F.relu(self.exit_conv(self.exit_block(out)))  # (B, 512, 7, 7)
+        return self.exit_conv(self.exit_block(out), relu=True)  # (B, 512, 7, 7)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.features(images)
@@ -152,15 +189,15 @@ class ResidualBlock(nn.Module):
         self.conv2 = layer("conv2", 1, "same")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.conv1(x)))
+        out = self.conv2(self.conv1(x, relu=True))
         if not self.down:
-            return F.relu(out + x)
+            return _add_relu(out, x)
         shortcut = F.avg_pool2d(x, 2, 2)
         if shortcut.shape[-2:] != out.shape[-2:]:  # face-api appends one zero row and column to the residual
             out = F.pad(out, (0, 1, 0, 1))
         if shortcut.shape[1] != out.shape[1]:  # and zero channels to the shortcut
             shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, out.shape[1] - shortcut.shape[1]))
-        return F.relu(out + shortcut)
+        return _add_relu(out, shortcut)
 
 
 class FaceRecognitionNet(nn.Module):
@@ -179,6 +216,6 @@ class FaceRecognitionNet(nn.Module):
         self.register_buffer("fc", w["fc"].clone())  # [256, 128], no bias
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = F.max_pool2d(F.relu(self.stem(normalize(images))), 3, 2)
+        out = F.max_pool2d(self.stem(normalize(images), relu=True), 3, 2)
         out = self.blocks(out)
         return out.mean(dim=(2, 3)) @ self.fc
