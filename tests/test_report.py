@@ -15,6 +15,7 @@ from PIL import Image
 from sbpet_bench.api import MetricInput
 from sbpet_bench.report import MergeError, build_leaderboard, merge_runs, write_reports
 from sbpet_bench.report.writers import json_safe
+from sbpet_bench.testing import make_context
 from sbpet_metrics.gender import GenderMetric
 from sbpet_metrics.pic import PICMetric
 from sbpet_metrics.realism import RealismMetric
@@ -40,11 +41,13 @@ def make_results(run_dir: Path, pets=("blur", "pridss"), attackers=("pp-d",), se
     feats_o = rng.normal(size=(len(ids), 8))
     strength = {"original": 0.0, **{p: scale * (0.4 + 0.4 * i) for i, p in enumerate(pets)}}
     conds = [("original", "none")] + [(p, "none") for p in pets] + [(p, a) for p in pets for a in attackers]
-    metrics = [GenderMetric(), VerificationMetric({"n_mated": n_mated, "n_nonmated": 1000}), PICMetric(), RealismMetric({"kid_subsets": 5, "kid_subset_size": 50})]
+    ctx = make_context()
+    metrics = [GenderMetric({}, ctx), VerificationMetric({"n_mated": n_mated, "n_nonmated": 1000}, ctx), PICMetric({}, ctx),
+               RealismMetric({"kid_subsets": 5, "kid_subset_size": 50}, ctx)]
     if tiers:
         from sbpet_metrics.worst_case import WorstCaseMetric
 
-        metrics.insert(1, WorstCaseMetric({"permutations": 200}))
+        metrics.insert(1, WorstCaseMetric({"permutations": 200}, ctx))
     conditions, cache = [], {}
     for pet, attacker in conds:
         s = strength[pet] * (0.5 if attacker != "none" else 1.0)  # an attack undoes half the protection

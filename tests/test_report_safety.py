@@ -13,7 +13,8 @@ from PIL import Image
 from scipy.stats import norm
 
 from sbpet_bench.report import build_leaderboard, write_reports
-from sbpet_bench.report.plots import det_axes, det_plots, privacy_utility_figures, probit, roc_plots
+from sbpet_bench.report.plots import _png, _privacy_utility, det_axes, det_plots, privacy_utility_figures, probit, roc_plots
+from sbpet_bench.report.tradeoff import condition_values, family, privacy_key
 from sbpet_bench.report.writers import csv_text
 from test_report import make_table2_results
 
@@ -94,22 +95,54 @@ def _overlap(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-def test_legends_of_32_conditions_never_cover_the_curves_and_plots_stay_readable(table2):
+def test_plots_of_32_conditions_get_a_panel_per_attacker_whose_legends_cover_no_curve(table2):
+    """30 curves in one plot were a tangle: a Table-2 run's ROC and DET plots get a panel per attacker, on one row
+    that fits the report's page, each legend below its own panel."""
     plots = roc_plots(table2) + det_plots(table2)
     assert len(plots) == 4 + 2 * 3  # ROC per classifier (4 with the tiers); DET per verifier x protocol, per-gender protocols left out
     for title, fig in plots:
-        ax = fig.axes[0]
-        legend = ax.get_legend()
         renderer = FigureCanvasAgg(fig).get_renderer()
-        assert len(legend.get_texts()) >= 28, title  # every condition is named
-        assert not _overlap(legend.get_window_extent(renderer), ax.get_window_extent(renderer)), title
-        assert min(t.get_fontsize() for t in legend.get_texts()) >= 7
-        assert ax.get_window_extent(renderer).width >= 350  # pixels of plotting area, whatever the legend's size
-        styles = {(str(l.get_color()), str(l.get_linestyle())) for l in ax.get_lines() if not l.get_label().startswith("_")}
-        assert len(styles) == len(legend.get_texts()), title  # no two conditions share colour and line style
+        assert [ax.get_title() for ax in fig.axes] == ["no attack", "after pp-a", "after pp-d", "after pp-i"], title
+        assert sum(len(ax.get_legend().get_texts()) for ax in fig.axes) >= 28, title  # every condition is named
+        assert fig.get_size_inches()[0] * fig.dpi <= 1372  # the page's width, without shrinking the text
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert not any(_overlap(legend.get_window_extent(renderer), other.get_window_extent(renderer)) for other in fig.axes), title
+            assert min(t.get_fontsize() for t in legend.get_texts()) >= 7
+            assert ax.get_window_extent(renderer).width >= 240  # pixels of plotting area
+            styles = {(str(l.get_color()), str(l.get_linestyle())) for l in ax.get_lines() if not l.get_label().startswith("_")}
+            assert len(styles) == len(legend.get_texts()), title  # no two conditions of a panel look alike
+
+
+def test_a_plot_of_few_conditions_keeps_one_panel_and_its_legend_beside_it():
+    results = make_table2_results(pets={"blur": (0.9, 0.95, 0.05), "noise": (0.8, 0.9, 0.1)})
+    results["conditions"] = [c for c in results["conditions"] if c["attacker"] == "none"]
+    for title, fig in roc_plots(results) + det_plots(results):
+        (ax,) = fig.axes
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        assert len(ax.get_legend().get_texts()) == (2 if "protected-vs-original" in title else 3)  # the originals have no such EER
+        assert not _overlap(ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer))
+        with Image.open(io.BytesIO(_png(fig))) as im:
+            assert im.size[0] <= 686  # two such plots side by side on the page
+
+
+def test_recovery_attacks_on_the_privacy_utility_plot_take_their_pets_colour_and_a_marker_each(table2):
+    assert any("recovery attacks" in title for title, _ in privacy_utility_figures(table2))
+    values = condition_values(table2, ("worst_privacy_auc", "eer"))
+    xs, ys = values[privacy_key("")], values[("eer", "arcface-heldout", "protected-vs-original")]
+    conds = [k for k in xs if k in ys]
+    fig = _privacy_utility(xs, ys, conds, "", "arcface-heldout", "protected-vs-original", family)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert {"after pp-a", "after pp-d", "after pp-i"} <= set(labels)
+    drawn = [c for c in fig.axes[0].collections if c.get_offsets().shape[0]]  # the attacked points
+    assert len({tuple(c.get_paths()[0].vertices.round(3).ravel()) for c in drawn}) == 3  # a marker per attack
+    assert len({tuple(c.get_facecolors()[0].round(3)) for c in drawn}) >= 6  # coloured by whose images were attacked
+    assert not [t for t in fig.axes[0].texts if t.get_text() in ("pp-a", "pp-d", "pp-i")]  # no label per point to overlap
+
+
     png = privacy_utility_figures(table2)[0][1]
     with Image.open(io.BytesIO(png)) as im:
-        assert im.size[0] >= 600 and im.size[1] >= 400
+        assert 500 <= im.size[0] <= 686 and im.size[1] >= 380  # readable, and two side by side on the page
 
 
 def test_leaderboard_of_table2_has_a_row_per_condition(table2):

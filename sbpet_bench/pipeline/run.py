@@ -226,7 +226,7 @@ class Run:
             self.image_size, notice = ALIGNED_SIZE, (f"--align {cfg.align}: faces are aligned to {ALIGNED_SIZE} x {ALIGNED_SIZE} "
                                                      "(declare --image-size to choose)")
         else:
-            self.image_size, notice = working_size(self.records, cfg.image_size)
+            self.image_size, notice = self.cached_working_size()
         if notice:
             self.warnings.append(notice)
         self.store = self.model_store()
@@ -296,6 +296,19 @@ class Run:
     def named_plugins(self) -> list[str]:
         cfg = self.cfg
         return [*cfg.pets, *cfg.attackers, *(cfg.classifiers or []), *(cfg.verifiers or []), *(cfg.featurizers or [])]
+
+    def cached_working_size(self) -> tuple[int, str | None]:
+        """working_size, remembered under the data's content fingerprint: reading 512 image headers was a
+        visible part of a fully cached re-run, and the answer is a function of the files' contents."""
+        if self.cfg.image_size:
+            return working_size(self.records, self.cfg.image_size)
+        key = stable_hash("working-size", self.data_fp)
+        cached = Cache(self.cache.root).get_json("split", key)  # like the split lists: never refreshed
+        if cached:
+            return int(cached["size"]), cached["notice"]
+        size, notice = working_size(self.records)
+        self.cache.put_json("split", key, {"size": size, "notice": notice})
+        return size, notice
 
     def cached_split(self, key: str, make) -> Splits:
         # Split lists never depend on --refresh: they are a pure function of the data and the spec.

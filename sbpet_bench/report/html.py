@@ -16,7 +16,7 @@ from typing import Any
 
 from .leaderboard import HEADLINE_NOTE, Column, Leaderboard, fmt, is_number
 from .merge import dataset_label, sections
-from .plots import det_figures, privacy_utility_figures, roc_figures
+from .plots import cached_figures, det_figures, privacy_utility_figures, roc_figures
 from .tradeoff import describe, table, tradeoff
 
 MAX_SAMPLES = 32
@@ -30,7 +30,8 @@ th{background:#f4f4f4;cursor:pointer;position:sticky;top:0}td.name,th.name{text-
 tr.ref td{background:#f8f8ff;font-style:italic}tr.failed td{color:#a00}
 td.best{font-weight:bold;background:#eaf6ea}.meta td,.meta th{text-align:left;white-space:normal}
 td.name,th.name{position:sticky;left:0;background:#fff;z-index:1}th.name{z-index:2;background:#f4f4f4}
-#headline th,[id^="headline-"] th{white-space:normal;overflow-wrap:anywhere;min-width:60px;max-width:120px;vertical-align:bottom}td.insample{color:#735}.by{display:block;font-size:10px;color:#666;font-style:normal}.legend{font-size:12px;color:#444}
+table.sortable th{white-space:normal;min-width:3.5em;max-width:11em;vertical-align:bottom}table.sortable th.name{white-space:nowrap;max-width:none}
+#headline th,[id^="headline-"] th{max-width:8.5em}.plugins td:nth-child(-n+3){white-space:nowrap}td.insample{color:#735}.by{display:block;font-size:10px;color:#666;font-style:normal}.legend{font-size:12px;color:#444}
 .plots img{max-width:100%;height:auto;margin:6px 4px;border:1px solid #eee;vertical-align:top}
 .grid td{vertical-align:top;text-align:center}.grid img{width:112px;height:112px;image-rendering:pixelated}
 .cap{font-size:11px;color:#444;text-align:left}.missing{width:112px;height:112px;background:#eee;display:inline-block}
@@ -56,6 +57,15 @@ document.body.setAttribute('data-ready','1');
 
 def e(x: Any) -> str:
     return escape(str(x), quote=True)
+
+
+def breakable(label: str) -> str:
+    """An escaped column label that wraps at its separators (``auc@<wbr>faceapi-gender<wbr>[male-positive]``), never
+    inside a name: narrow headers keep a table of many columns on fewer screens."""
+    out = e(label)
+    for sep in ("@", ":", ",", "_"):
+        out = out.replace(sep, sep + "<wbr>")
+    return out.replace("[", "<wbr>[").replace("→", "<wbr>→")
 
 
 def _data_uri(png: bytes, mime: str = "image/png") -> str:
@@ -93,7 +103,7 @@ def _leaderboard_table(board: Leaderboard, columns: list[Column], table_id: str,
     head = ['<th class="name" title="PET → attacker">condition</th>', '<th title="images scored">N</th>']
     for c in columns:
         tip = {True: "higher is better", False: "lower is better"}.get(c.higher_is_better, "neither higher nor lower is better")  # type: ignore[arg-type]
-        head.append(f'<th title="{e(c.key + ": " + c.convention + " (" + tip + ")")}">{e(c.short_label if headline else c.label)}</th>')
+        head.append(f'<th title="{e(c.key + ": " + c.convention + " (" + tip + ")")}">{breakable(c.short_label if headline else c.label)}</th>')
     body = []
     for r in board.rows:
         cls = "ref" if r.is_reference else ("failed" if r.status != "ok" else "")
@@ -170,6 +180,9 @@ def _image_grid(results: dict[str, Any], run_dir: Path | None) -> str:
     samples = results.get("samples") or []
     if not samples:
         return "<p>No sample images in this run.</p>"
+    if not any(s.get("images") for s in samples):  # published without faces (sbpet report --no-images)
+        return (f"<p>The {len(samples)} sample faces are left out of this report (its data may not be redistributed); "
+                "the run's own report.html shows them.</p>")
     shown = samples[:MAX_SAMPLES]
     keys = _column_order(shown, results)
     head = "<th>face</th>" + "".join(f"<th>{e(_key_label(k))}</th>" for k in keys)
@@ -183,7 +196,9 @@ def _image_grid(results: dict[str, Any], run_dir: Path | None) -> str:
             img = f'<img alt="{e(k)}" src="{uri}">' if uri else '<span class="missing" title="image missing"></span>'
             cells.append(f'<td>{img}<div class="cap">{_caption(s, k)}</div></td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    note = f"<p>First {len(shown)} of {len(samples)} samples.</p>" if len(samples) > len(shown) else ""
+    note = ("<p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine "
+            "similarity to the original per verifier.</p>")
+    note += f"<p>First {len(shown)} of {len(samples)} samples.</p>" if len(samples) > len(shown) else ""
     return f'{note}<div class="wrap"><table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
@@ -204,11 +219,26 @@ def _meta(results: dict[str, Any], general: bool = True, data: bool = True) -> s
 
 
 def _plugins(results: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>{e(p.get('kind', ''))}</td><td>{e(p.get('name', ''))}</td><td>{e(p.get('version', ''))}</td><td>{e(p.get('origin', ''))}</td>"
-        f"<td><pre>{e(json.dumps(p.get('options') or {}, sort_keys=True, default=str))}</pre></td><td>{e(', '.join(map(str, p.get('models') or {})))}</td></tr>"
-        for p in results.get("plugins") or [])
-    return f"<table class=meta><tr><th>kind</th><th>name</th><th>version</th><th>origin</th><th>options</th><th>models</th></tr>{rows}</table>" if rows else "<p>None recorded.</p>"
+    """One row per plugin configuration: the informed tier's classifiers, one per condition and training set, are
+    identical rows but for their training images, so they are one row with a count."""
+    groups: dict[str, list] = {}
+    for p in results.get("plugins") or []:
+        what = json.dumps([p.get(k) for k in ("kind", "name", "version", "origin", "options", "models", "trained_on")],
+                          sort_keys=True, default=str)
+        groups.setdefault(what, []).append(p)
+    rows = []
+    for members in groups.values():
+        p = members[0]
+        count = f"{len(members)}×" if len(members) > 1 else ""
+        trained = f"{'each ' if count else ''}trained on {p['trained_on']}" if p.get("trained_on") else ""
+        note = ", ".join(t for t in (count, trained) if t)
+        trained = f" ({note})" if note else ""
+        rows.append(
+            f"<tr><td>{e(p.get('kind', ''))}</td><td>{e(p.get('name', ''))}<span class=by>{e(trained)}</span></td><td>{e(p.get('version', ''))}</td>"
+            f"<td>{e(p.get('origin', ''))}</td><td><pre>{e(json.dumps(p.get('options') or {}, sort_keys=True, default=str))}</pre></td>"
+            f"<td>{e(', '.join(map(str, p.get('models') or {})))}</td></tr>")
+    return (f"<table class='meta plugins'><tr><th>kind</th><th>name</th><th>version</th><th>origin</th><th>options</th><th>models</th></tr>"
+            f"{''.join(rows)}</table>" if rows else "<p>None recorded.</p>")
 
 
 def _problems(results: dict[str, Any]) -> str:
@@ -226,8 +256,10 @@ def _conventions(board: Leaderboard) -> str:
     return "<dl>" + "".join(f"<dt><b>{e(m)}</b></dt><dd>{e(text)}</dd>" for m, text in seen.items()) + "</dl>"
 
 
-def _section(results: dict[str, Any], board: Leaderboard, run_dir: Path | None, privacy_by: str | None, n: int, h: str) -> str:
-    """One data set's leaderboard, plots and samples; ``n`` numbers its tables' ids (1: "headline", "leaderboard")."""
+def _section(results: dict[str, Any], board: Leaderboard, run_dir: Path | None, privacy_by: str | None, n: int, h: str,
+             cache: Any = None) -> str:
+    """One data set's leaderboard, plots and samples; ``n`` numbers its tables' ids (1: "headline", "leaderboard");
+    ``cache`` (the run's) keeps the plots, so an unchanged run does not redraw them."""
     suffix = "" if n == 1 else f"-{n}"
     n_fail = sum(1 for r in board.rows if r.status != "ok")
     intro = (f"<p>{len(board.rows)} conditions{f', {n_fail} failed' if n_fail else ''}. ↑ higher is better, ↓ lower is better; "
@@ -244,16 +276,16 @@ def _section(results: dict[str, Any], board: Leaderboard, run_dir: Path | None, 
     privacy = (f"privacy AUC of {privacy_by}" if privacy_by else "worst-case privacy AUC (largest over classifiers and tiers)" if has_worst
                else "privacy AUC of each classifier (this run has no worst case)")
     return f"""{top}
-<{h}>Privacy vs utility</{h}><p>x: {e(privacy)}.</p>{_figures(privacy_utility_figures(results, privacy_by=privacy_by), "Needs privacy_auc (gender metric) and eer (verification metric).")}
+<{h}>Privacy vs utility</{h}><p>x: {e(privacy)}.</p>{_figures(cached_figures(cache, privacy_utility_figures, results, privacy_by=privacy_by), "Needs privacy_auc (gender metric) and eer (verification metric).")}
 <{h}>At equal privacy</{h}>{_equal_privacy(results, privacy_by)}
-<{h}>ROC curves (gender classifiers)</{h}>{_figures(roc_figures(results), "No ROC curves in these results.")}
-<{h}>DET curves (verifiers)</{h}><p>Normal-deviate (probit) axes; rates of 0 lie on the axes' edge; the dotted diagonal is FMR = FNMR.</p>{_figures(det_figures(results), "No DET curves in these results.")}
-<{h}>Sample images</{h}><p>Original | each PET's protected image | recovered by each attacker, with P(male) per classifier and cosine similarity to the original per verifier.</p>
-{_image_grid(results, run_dir)}
+<{h}>ROC curves (gender classifiers)</{h}>{_figures(cached_figures(cache, roc_figures, results), "No ROC curves in these results.")}
+<{h}>DET curves (verifiers)</{h}><p>Normal-deviate (probit) axes; rates of 0 lie on the axes' edge; the dotted diagonal is FMR = FNMR.</p>{_figures(cached_figures(cache, det_figures, results), "No DET curves in these results.")}
+<{h}>Sample images</{h}>{_image_grid(results, run_dir)}
 <{h}>Metric conventions</{h}>{_conventions(board)}"""
 
 
-def render_html(results: dict[str, Any], boards: list[Leaderboard] | Leaderboard, run_dir: Path | None, privacy_by: str | None = None) -> str:
+def render_html(results: dict[str, Any], boards: list[Leaderboard] | Leaderboard, run_dir: Path | None, privacy_by: str | None = None,
+                cache: Any = None) -> str:
     script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
     csp = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
            "base-uri 'none'; form-action 'none'")
@@ -261,13 +293,13 @@ def render_html(results: dict[str, Any], boards: list[Leaderboard] | Leaderboard
     boards = [boards] if isinstance(boards, Leaderboard) else list(boards)
     if len(parts) == 1:
         title = f"sbpet report — {(results.get('dataset') or {}).get('path', '')}"
-        body = _meta(results) + _section(parts[0], boards[0], run_dir, privacy_by, 1, "h2")
+        body = _meta(results) + _section(parts[0], boards[0], run_dir, privacy_by, 1, "h2", cache)
     else:
         title = f"sbpet report — {len(parts)} data sets"
         toc = "".join(f'<li><a href="#dataset-{i + 1}">{e(dataset_label(p))}</a></li>' for i, p in enumerate(parts))
         body = _meta(results, data=False) + f"<p>Numbers are comparable within a data set only.</p><ul>{toc}</ul>"
         body += "".join(f'<section id="dataset-{i + 1}"><h2>Data set {e(dataset_label(p))}</h2>{_meta(p, general=False)}'
-                        f'{_section(p, b, run_dir, privacy_by, i + 1, "h3")}</section>' for i, (p, b) in enumerate(zip(parts, boards)))
+                        f'{_section(p, b, run_dir, privacy_by, i + 1, "h3", cache)}</section>' for i, (p, b) in enumerate(zip(parts, boards)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{e(csp)}">
 <meta name="viewport" content="width=device-width,initial-scale=1"><title>{e(title)}</title><style>{CSS}</style></head>

@@ -166,12 +166,13 @@ def _json(parts: list[dict[str, Any]], boards: list[Leaderboard]) -> dict[str, A
 
 
 def write_reports(results: dict, out_dir: Path, formats: Iterable[str] = ("md", "csv", "json", "html"), run_dir: Path | None = None,
-                  privacy_by: str | None = None) -> list[Path]:
+                  privacy_by: str | None = None, cache: Any = None) -> list[Path]:
     """Write the leaderboard of ``results`` in each format into ``out_dir``; returns the files written.
 
     Sample image paths in ``results`` are relative to ``run_dir`` (default: ``out_dir``);
     the HTML embeds them, so it stands alone. ``privacy_by`` (default: the run's config
     ``privacy_by``, else the worst case) picks the privacy measure of the trade-off plot and table.
+    ``cache`` (a run's :class:`sbpet_bench.cache.Cache`) keeps the drawn plots for the next unchanged run.
     """
     formats = list(formats)
     unknown = sorted(set(formats) - set(FILENAMES))
@@ -195,6 +196,6 @@ def write_reports(results: dict, out_dir: Path, formats: Iterable[str] = ("md", 
         elif fmt_name == "json":
             path.write_text(json.dumps(json_safe(_json(parts, boards)), indent=1, ensure_ascii=False), encoding="utf-8")
         else:
-            path.write_text(render_html(results, boards, Path(run_dir) if run_dir is not None else out_dir, privacy_by), encoding="utf-8")
+            path.write_text(render_html(results, boards, Path(run_dir) if run_dir is not None else out_dir, privacy_by, cache), encoding="utf-8")
         written.append(path)
     return written
