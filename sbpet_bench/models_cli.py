@@ -40,9 +40,9 @@ def _console() -> Console:
 @app.command("list")
 def list_models() -> None:
     """Every model file plugins declare, and whether it is present.
-
-    A header line and indented, wrapped details per model instead of a six-column table:
-    the table squeezed names and paths into unreadable slivers at 80 columns.
+    \f
+    (Kept out of --help by the form feed.) A header line and indented, wrapped details per model instead of a
+    six-column table: the table squeezed names and paths into unreadable slivers at 80 columns.
     """
     store, out = _store(), _console()
     width = max(out.width, 40)
