@@ -180,6 +180,19 @@ def test_batched_equals_unbatched_and_no_face_passes_through(pridss, faces):
     assert not torch.allclose(whole.images[0], images[0], atol=0.01)
 
 
+def test_fusions_do_not_depend_on_the_callers_thread_count(pridss, faces):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pridss.fused_candidates(faces.all())["fused"]
+        torch.set_num_threads(2)
+        two = pridss.fused_candidates(faces.all())["fused"]
+        assert torch.get_num_threads() == 2  # the caller's count is restored
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 def test_state_dict_round_trip(pridss, faces, tmp_path):
     state = pridss.state_dict()
     assert all(isinstance(v, torch.Tensor) for v in state.values())

@@ -8,6 +8,7 @@ are passed through, with the reason in their diagnostics.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -24,8 +25,21 @@ from .warping import warp_distortion
 
 SHAPE_PREDICTOR_ASSET = "dlib-shape-predictor-68"  # declared in the package's __init__.py
 NO_FACE_REASON = "dlib found no face; the image is returned unchanged"
+# torch threads of the fusion and the pool filters (see PixelBackend.fuse).
+FUSION_THREADS = 1
 # Pool faces scored at once at fit time: the canonical warps hold a few maps per face.
 _FILTER_CHUNK = 256
+
+
+@contextmanager
+def fusion_threads():
+    """Run the enclosed torch work at :data:`FUSION_THREADS` threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(FUSION_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _encode_strings(items: list[str]) -> torch.Tensor:
@@ -105,7 +119,12 @@ class PixelBackend:
                          f"{self.opts['shape_outlier']}): {int(self._usable().sum())} remain candidates")
 
     def _pool_scores(self) -> dict[str, torch.Tensor]:
-        """Glasses score, forehead cover and shape residual of every pool face."""
+        """Glasses score, forehead cover and shape residual of every pool face (at :data:`FUSION_THREADS`
+        threads too: a score near a filter's threshold must not depend on the caller's thread count)."""
+        with fusion_threads():
+            return self._pool_scores_now()
+
+    def _pool_scores_now(self) -> dict[str, torch.Tensor]:
         imgs, pts = self.pool["images"], self.pool["points"]
         chunks = [(imgs[i : i + _FILTER_CHUNK].float() / 255.0, pts[i : i + _FILTER_CHUNK])
                   for i in range(0, len(imgs), _FILTER_CHUNK)]
@@ -166,7 +185,17 @@ class PixelBackend:
         return np.stack(rows) if rows else np.zeros((0, m), np.int64)
 
     def fuse(self, batch: FaceBatch, draws: Draws) -> Fusions:
-        """Fusions (B', M, 3, H, W) of the B' faces with landmarks with their M candidates each."""
+        """Fusions (B', M, 3, H, W) of the B' faces with landmarks with their M candidates each.
+
+        Runs at :data:`FUSION_THREADS` torch threads whatever the caller's count: float reductions are
+        split per thread, so the fusions (and the candidates PIC picks) would otherwise depend on it;
+        and on a shared 2-core machine the small 90 px tensors lose more to thread hand-offs than they
+        gain (benchmarks/pridss_speed.py, load average 17-19: 18.9 ms/candidate at 1 thread, 70.3 at 2).
+        """
+        with fusion_threads():
+            return self._fuse(batch, draws)
+
+    def _fuse(self, batch: FaceBatch, draws: Draws) -> Fusions:
         if self.pool is None:
             raise PluginError("pridss.protect called before fit (or load_state_dict)")
         x = batch.images
