@@ -230,3 +230,23 @@ def test_unfusing_the_relu_of_a_prelu_restores_its_negative_slope(tmp_path):
     (repaired,) = run_numpy(unfuse_prelu_relu(graph), ["prelu"], [x])
     np.testing.assert_allclose(broken, np.maximum(pre, 0), atol=1e-5)  # as shipped: a plain ReLU
     np.testing.assert_allclose(repaired, np.where(pre > 0, pre, alpha * pre), atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_positive_batchnorm_moves_after_the_max_pool_bit_for_bit(tmp_path, padding):
+    """conv -> ReLU -> Mul (scale > 0) -> Add -> MaxPool runs as conv -> pool -> Mul -> Add, with identical values;
+    a scale with a negative entry (max and the scale no longer commute) stays before the pool (the shift still moves)."""
+    for scale, moved in ((RNG.uniform(0.1, 3, size=4), True), (np.float32([1.0, -2.0, 0.5, 3.0]), False)):
+        g = GraphBuilder((-1, 7, 7, 3))
+        g.op("conv", "Conv2D", ["input", g.const("w", RNG.normal(size=(3, 3, 3, 4)))], conv_attrs())
+        g.op("relu", "Relu", ["conv"])
+        g.op("bn_mul", "Mul", ["relu", g.const("scale", scale)])
+        g.op("bn_add", "AddV2", ["bn_mul", g.const("shift", RNG.normal(size=4))])
+        g.op("pool", "MaxPool", ["bn_add"], pool_attrs((1, 2, 2, 1), (1, 2, 2, 1), padding))
+        graph = load_graph(g.write(tmp_path))
+        net = compile_graph(graph, ["pool"])
+        inputs = dict(zip(net.step_names, net.step_inputs))
+        assert ("pool/before_affine" in inputs["bn_mul"]) == moved
+        x = RNG.normal(size=(2, 7, 7, 3)).astype(np.float32)
+        (got,), (plain,) = run_numpy(graph, ["pool"], [x]), run_numpy(graph, ["pool"], [x], fold=False)
+        np.testing.assert_array_equal(got, plain)
