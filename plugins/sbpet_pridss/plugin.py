@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - only when the latent backend is broken
 
 class PriDSS(PET):
     name = "pridss"
-    version = "11"
+    version = "12"  # 12: fusion pinned to one torch thread (11 fused differently at 2 threads)
     description = ("PriDSS: fuse each face's eyes, brows, nose, mouth, hair and background with the skin of "
                    "M opposite-gender candidates; keep the fusion with the lowest PIC = |2P(male)-1| - SIM")
     options = {
