@@ -20,12 +20,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-from scipy.stats import norm
 
 from .leaderboard import fmt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# matplotlib and scipy are imported where a plot is drawn: a re-run whose plots are all cached imports neither.
 
 DET_TICKS = (0.001, 0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)  # denser ticks collide below 1% on a 4-inch axis
 DET_RANGE = (0.0005, 0.995)  # rates of 0 (and 1) are drawn on the axis edge
@@ -96,6 +100,8 @@ class _Styles:
 
     def __init__(self, conds: list[dict[str, Any]]):
         pets = list(dict.fromkeys((c.get("pet", ""), c.get("run", "")) for c in conds if c.get("pet") != "original"))
+        from matplotlib import colormaps
+
         cmap = colormaps["tab10" if len(pets) <= 10 else "tab20"]
         self.colours = {p: cmap(i % cmap.N) for i, p in enumerate(pets)}
         attackers = list(dict.fromkeys(c.get("attacker", "none") for c in conds if c.get("attacker", "none") not in ("", "none")))
@@ -111,6 +117,8 @@ def _figure(n_legend: int) -> tuple[Figure, Any]:
     cols = max(1, math.ceil(n_legend / LEGEND_ROWS))
     width = AXES_INCHES[0] + 0.9 + (2.3 * cols if n_legend else 0)
     height = max(AXES_INCHES[1] + 0.9, 0.2 * min(n_legend, LEGEND_ROWS) + 0.9)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height))
     left, bottom = 0.7 / width, 0.6 / height
     ax = fig.add_axes((left, bottom, AXES_INCHES[0] / width, AXES_INCHES[1] / height))
@@ -160,6 +168,8 @@ def _panel_figure(panels: list[tuple[str, list]], title: str) -> tuple[Figure, l
     legend_h = 0.17 * max(len(c) for _, c in panels) + 0.25
     cell_w, cell_h = PANEL_INCHES + 0.75, PANEL_INCHES + 0.75 + legend_h
     width, height = cols * cell_w + 0.1, rows * cell_h + 0.5
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height))
     fig.suptitle(_safe(title.replace("\n", ", ")), fontsize=11, y=1 - 0.12 / height, va="top")
     axes = []
@@ -217,7 +227,9 @@ def roc_plots(results: dict[str, Any]) -> list[tuple[str, Figure]]:
 
 def probit(rate: Any) -> np.ndarray:
     """Normal deviate of an error rate, clipped to the DET plot's range."""
-    return norm.ppf(np.clip(np.asarray(rate, dtype=float), *DET_RANGE))
+    from scipy.special import ndtri  # what scipy.stats.norm.ppf computes, without importing scipy.stats
+
+    return ndtri(np.clip(np.asarray(rate, dtype=float), *DET_RANGE))
 
 
 def _percent(rate: float) -> str:
@@ -307,6 +319,8 @@ def _privacy_utility(xs, ys, conds, clf: str, ver: str, protocol: str, family) -
             curves.setdefault((family(k[0]), k[2]), []).append(k)
     attackers = list(dict.fromkeys(k[1] for k in conds if k[1] not in ("", "none")))
     fig, ax = _figure(len(curves) + 1 + len(attackers))
+    from matplotlib import colormaps
+
     cmap = colormaps["tab10" if len(curves) <= 10 else "tab20"]
     for i, ((name, run), members) in enumerate(sorted(curves.items())):
         members.sort(key=lambda k: xs[k])
