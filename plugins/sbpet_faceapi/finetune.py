@@ -10,11 +10,14 @@ Cost, which the informed tier pays for every PET twice (informed and mixed) and 
 - the frozen part's 7x7 maps of a batch are kept in a process-wide, size-bounded cache keyed by the
   batch's content, so the mixed fit (clean + protected images) and the second head scoring the same
   evaluation images reuse the maps the first computed instead of running the body again;
-- the epochs only touch the maps; each step evaluates the trainable 1x1 convolution at a random
-  subset of ``positions`` of the 49 (the head averages over positions, so this is an unbiased,
-  cheaper estimate of the pooled feature, a spatial dropout); validation and scoring use all 49;
-- ``holdout`` of the training identities is held out, and training stops when its loss has not
-  improved for ``patience`` epochs, keeping the best epoch's weights.
+- the epochs only touch the maps.
+
+Two cheaper training options exist but are off by default, because on one check they made the
+attacker weaker: ``positions`` < 49 trains the 1x1 convolution at that many random map positions a
+step (a spatial dropout; scoring uses all 49), ``holdout`` > 0 holds out that share of the training
+identities and stops after ``patience`` epochs without a better held-out loss. With 16 positions and
+a 15 % holdout, the blur PET's informed AUC on LFW3D (400 protected training faces, 200 test faces)
+was 0.9515 against 0.9570 for the full recipe.
 """
 
 from __future__ import annotations
@@ -106,8 +109,8 @@ class FaceApiGenderFinetuned(GenderClassifier):
         "lr": Option(1e-3, "Adam learning rate", min=0.0),
         "weight_decay": Option(1e-4, "L2 penalty", min=0.0),
         "batch_size": Option(64, "images per step and per forward pass", min=1),
-        "positions": Option(16, "of the 49 map positions, how many each step trains on (49: all)", min=1, max=POSITIONS),
-        "holdout": Option(0.15, "fraction of the training identities held out to stop training (0: train every epoch)",
+        "positions": Option(49, "of the 49 map positions, how many each step trains on (49: all)", min=1, max=POSITIONS),
+        "holdout": Option(0.0, "fraction of the training identities held out to stop training (0: train every epoch)",
                           min=0.0, max=0.5),
         "patience": Option(2, "epochs without a better held-out loss before training stops", min=1),
     }
