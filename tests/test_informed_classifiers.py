@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from sbpet_bench.testing import InMemoryFaceSet, load_lfw3d_sample, make_context
+from sbpet_bench.testing import load_lfw3d_sample, make_context
 from sbpet_faceapi import finetune
 from sbpet_faceapi.finetune import ExitHead, FaceApiGenderFinetuned, MapCache, content_key
 from sbpet_weightfree.cnn import CnnGender, identity_fold
+from synthetic_faces import tinted
 
 
 def test_map_cache_evicts_the_least_recently_used_by_bytes():
@@ -64,17 +65,6 @@ def test_exit_head_pools_like_the_network_and_samples_positions():
     some = torch.tensor([0, 10, 48])
     picked = F.relu(F.conv2d(maps, head.pointwise, head.bias)).flatten(2)[:, :, some].mean(2)
     assert torch.allclose(head(maps, some), head.gender(picked), atol=1e-5)
-
-
-def tinted(n: int, seed: int, people: int | None = None) -> InMemoryFaceSet:
-    """Smooth random images; 'males' get a red upper half, 'females' a red lower half."""
-    gen = torch.Generator().manual_seed(seed)
-    images = F.interpolate(torch.rand(n, 3, 6, 6, generator=gen), size=(48, 48), mode="bilinear", align_corners=False)
-    genders = [i % 2 for i in range(n)]
-    for i, g in enumerate(genders):
-        rows = slice(0, 24) if g else slice(24, 48)
-        images[i, 0, rows] = (images[i, 0, rows] + 0.35).clamp(max=1)
-    return InMemoryFaceSet(images, genders, [f"p{i % (people or n)}" for i in range(n)])
 
 
 def test_cnn_holdout_stops_early_and_still_learns(tmp_path, monkeypatch):

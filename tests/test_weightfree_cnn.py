@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from sbpet_bench.api import PluginError
 from sbpet_bench.testing import InMemoryFaceSet, make_context
 from sbpet_weightfree.cnn import CnnGender
-
-
-def tinted(n: int, seed: int) -> InMemoryFaceSet:
-    """Smooth random images; 'males' get a red upper half, 'females' a red lower half."""
-    gen = torch.Generator().manual_seed(seed)
-    images = F.interpolate(torch.rand(n, 3, 6, 6, generator=gen), size=(48, 48), mode="bilinear", align_corners=False)
-    genders = [i % 2 for i in range(n)]
-    for i, g in enumerate(genders):
-        rows = slice(0, 24) if g else slice(24, 48)
-        images[i, 0, rows] = (images[i, 0, rows] + 0.35).clamp(max=1)
-    return InMemoryFaceSet(images, genders, [f"p{i}" for i in range(n)])
+from synthetic_faces import tinted
 
 
 def test_learns_a_cue_and_round_trips(tmp_path):
