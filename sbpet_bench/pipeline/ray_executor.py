@@ -201,7 +201,9 @@ class ShardWorker:
             except Exception as exc:  # noqa: BLE001 - any failure is this worker's set-up problem
                 message = str(exc) or type(exc).__name__
                 if "no fitted state" in message:
-                    message += f"; this worker reads the cache at {spec.cache_root}: it must be the driver's (a shared --cache-dir)"
+                    message += (f"; this worker reads the cache at {spec.cache_root}: it must be the driver's (a shared "
+                                "--cache-dir), and the worker must import the driver's sbpet and plugins (the same "
+                                "installation and PYTHONPATH), or its keys differ from the driver's")
                 self.problems.append(f"{kind} {name!r}: {message}")
                 return None
             if got != key:
