@@ -53,6 +53,8 @@ def test_cli_errors_are_specific_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sbpet_bench.cli", "run", "--pets", "blur", "--data", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--data" in proc.stderr and "no such folder" in proc.stderr
+    # an existing, non-empty folder passes the cheap --data check, so the name is what is refused
+    (tmp_path / "notes.txt").write_text("not a data set")
     proc = subprocess.run([sys.executable, "-m", "sbpet_bench.cli", "run", "--pets", "pridss-typo", "--data", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown pet 'pridss-typo'" in proc.stderr and "blur" in proc.stderr
