@@ -188,6 +188,13 @@ def test_same_seed_gives_the_same_weights_whatever_the_global_rng_and_threads(tm
     assert not torch.are_deterministic_algorithms_enabled()  # the training put the caller's setting back
 
 
+def test_seed_option_overrides_the_runs_seed_for_training_only(tmp_path):
+    assert make(tmp_path, seed=3).train_config().seed == 3  # -1, the default: the run's seed
+    run_seed_3 = make(tmp_path, seed=3).context
+    assert PrivacyNet({**TINY, "seed": 7}, run_seed_3).train_config().seed == 7
+    assert PrivacyNet({**TINY, "seed": 0}, run_seed_3).train_config().seed == 0  # 0 is a seed, not "unset"
+
+
 def test_budget_gives_steps_and_batch_unless_set(tmp_path):
     cpu, gpu = make(tmp_path, steps=0, batch_size=0), make(tmp_path, steps=0, batch_size=0, budget="gpu")
     assert (cpu.steps, cpu.batch_size) == (BUDGETS["cpu"]["steps"], BUDGETS["cpu"]["batch_size"])

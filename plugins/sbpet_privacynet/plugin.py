@@ -75,6 +75,8 @@ class PrivacyNet(PET):
         "checkpoint": Option("", "load G from this file (a state saved by this plugin) and skip training"),
         "diagnostics": Option(False, "add the aux classifier's P(male) before/after per image (two extra passes)"),
         "protect_batch": Option(64, "images per generator pass in protect"),
+        "seed": Option(-1, "training seed (initial weights, batches, codes, views); -1 uses the run's seed. "
+                       "privacynet[seed=1], privacynet[seed=2] train other networks on the same faces: the spread over seeds"),
     }
     fits = True
     input_size = 96
@@ -122,7 +124,12 @@ class PrivacyNet(PET):
                            lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
                            w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
                            w_tv=o["w_tv"], augment=o["augment"], lr_decay=float(o["lr_decay"]), precision=o["precision"],
-                           seed=self.context.seed)
+                           seed=self.seed)
+
+    @property
+    def seed(self) -> int:
+        seed = int(self.opts["seed"])
+        return seed if seed >= 0 else self.context.seed
 
     @property
     def work_dir(self) -> Path:
