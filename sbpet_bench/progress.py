@@ -64,7 +64,8 @@ class Reporter:
         self.console.print(table)
         if estimate_s is not None:
             self.console.print(f"estimated time for the uncached work: about {estimate_s / 60:.1f} min "
-                               "(from earlier runs' per-image rates on this cache; fits and new plugins not included)")
+                               "(from earlier runs' rates on this cache: per image, and per training image for fits; plugins "
+                               "without a rate yet and the informed tier not included)")
         else:
             self.console.print("no time estimate yet: the cache holds no per-image rates of these plugins")
         for t in tasks:

@@ -297,6 +297,31 @@ def test_dry_run_prints_the_plan_and_computes_nothing(small_data, tmp_path, regi
     assert {s["stage"]: s["tasks"] for s in results["plan"]} == {s["stage"]: s["tasks"] for s in plan["plan"]}
 
 
+def test_the_plan_is_printed_before_the_first_fit_with_an_estimate_that_counts_fits(small_data, tmp_path, registry,
+                                                                                    monkeypatch):
+    from sbpet_bench.pipeline.host import PluginHost
+    from sbpet_bench.progress import Reporter
+
+    events: list = []
+    monkeypatch.setattr(Reporter, "plan", lambda self, stages, estimate_s, tasks: events.append(("plan", stages, estimate_s)))
+    real_fit = PluginHost._fit
+    monkeypatch.setattr(PluginHost, "_fit", lambda self, plugin, entry, *a: (events.append(("fit", entry.name)),
+                                                                              real_fit(self, plugin, entry, *a))[1])
+    cache = tmp_path / "cache"
+    run(_cfg(small_data, tmp_path / "a", pets=["identity"], cache_dir=str(cache)), registry=registry)
+    assert events[0][0] == "plan" and [e[0] for e in events[1:]].count("plan") == 0  # once, before every fit
+    assert {s["stage"]: s["to_run"] for s in events[0][1]}["fit"] == 2 and events[0][2] is None  # no rates yet
+    events.clear()
+    run(_cfg(small_data, tmp_path / "b", pets=["identity"], cache_dir=str(cache), seed=1), registry=registry)
+    (_, stages, estimate), first_fit = events[0], events[1]
+    assert first_fit[0] == "fit" and {s["stage"]: s["to_run"] for s in stages}["fit"] == 2  # another seed: refit
+    from sbpet_bench.cache import Cache
+
+    rates = Cache(cache).get_json("timing", "rates")
+    fit_part = sum(rate for key, rate in rates.items() if key.startswith("fit:")) * 2 * 40  # 40 + 40 training faces
+    assert {"fit:hog-logreg", "fit:pca-pixels"} <= set(rates) and estimate >= fit_part > 0
+
+
 def test_training_split_without_a_gender_stops_before_any_work(small_data, tmp_path, registry):
     # 80 faces per gender, one per identity: a dev and a test sample of 40 per gender leave nobody to train on
     for dry_run in (False, True):
@@ -325,3 +350,23 @@ def test_dry_run_fits_nothing_and_prefit_fits_what_the_run_needs(small_data, tmp
                          options={"pp-a.steps": 2}), registry=registry)
     assert {f["key"] for f in fitted} == {t["key"] for t in fits.values()}
     assert all(t["cached"] for t in run(cfg, registry=registry)["tasks"] if t["stage"] == "fit")
+
+
+def test_training_split_is_what_plugins_fit_on_and_never_the_evaluation_people(small_data, tmp_path, registry):
+    from sbpet_bench.pipeline import training_split
+
+    cfg = _cfg(small_data, tmp_path / "s", pets=["blur"], cache_dir=str(tmp_path / "cache"))
+    part = training_split(cfg, registry=registry)
+    assert part.train and part.pool and part.eval_identities
+    for records in (part.train, part.pool):
+        assert {r.gender for r in records} == {0, 1}  # both genders
+        assert not {r.identity for r in records} & part.eval_identities  # no evaluation person
+    assert not {r.identity for r in part.train} & {r.identity for r in part.pool}
+    groups = part.by_identity("train")
+    assert list(groups) == sorted(groups) and sum(map(len, groups.values())) == len(part.train)
+    assert all({r.identity for r in recs} == {name} for name, recs in groups.items())
+    assert part.face_set(part.train[:3]).all().images.shape[-1] == part.image_size
+    # the same split as the run's own: a run with this configuration fits on these very faces
+    again = training_split(cfg, registry=registry)
+    assert [r.id for r in again.train] == [r.id for r in part.train]
+    assert not (tmp_path / "s" / "results.json").exists()  # nothing run

@@ -49,6 +49,7 @@ class PluginHost:
         self.user_options = cfg.plugin_options()
         self.instances: dict[tuple[str, str, str, str], tuple[Plugin, str]] = {}
         self.timings: dict[str, float] = defaultdict(float)
+        self.fit_rates: dict[str, float] = {}  # "fit:<plugin>" -> seconds per training image of its latest fit
         self.timeout = cfg.plugin_timeout
 
     # ---- identity of a plugin configuration
@@ -185,5 +186,7 @@ class PluginHost:
             guarded(lambda: plugin.fit(train, self.pool), (entry.name, entry.kind), self.timeout, grad=True)
         else:
             guarded(lambda: plugin.fit(train), (entry.name, entry.kind), self.timeout, grad=True)
-        self.timings[f"fit:{entry.name}"] += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.timings[f"fit:{entry.name}"] += seconds
+        self.fit_rates[f"fit:{entry.name}"] = seconds / len(train)  # per training image: the next plan's estimate
         self.cache.put_state("fit", key, plugin.state_dict())

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +30,7 @@ import torch
 from rich.markup import escape
 
 from .. import __version__
-from ..api import NO_ATTACK, ORIGINAL, TIER_OFF_THE_SHELF, TIER_RECOVERY, condition_label
+from ..api import NO_ATTACK, FaceRecord, ORIGINAL, TIER_OFF_THE_SHELF, TIER_RECOVERY, condition_label
 from ..cache import Cache, stable_hash
 from ..config import ConfigError, RunConfig
 from ..data import (DiskFaceSet, SplitSpec, Splits, check_evaluation_size, check_training_split, dataset_fingerprint, split,
@@ -426,14 +426,12 @@ class Run:
         with out_lock(self.out, command=list(self.argv)):
             return self._execute(started)
 
-    def dry_run(self) -> dict[str, Any]:
-        """Print the plan without running anything: stages, tasks, which are cached, which will run.
+    def upfront_tasks(self, host: PluginHost, dry: bool = False) -> list[dict[str, Any]]:
+        """Every fit and task of the run, cached or to run, from specs, declared dependencies and fingerprints alone.
 
-        No plugin is created, fitted or run, and no image is decoded except by the split's usability check when
-        the split is not cached yet (that split is cached for the run). Every key, fits included, is computed from
-        plugin specs, declared dependencies and data fingerprints alone, exactly as the run computes them.
+        Nothing is created or fitted: this is what a run prints before its first fit (PrivacyNet's training is
+        most of a main job) and all that a dry run does. ``dry`` also warns of plugins whose models are missing.
         """
-        host = self.setup(dry=True)
         cfg, store = self.cfg, self.store
         self.evaluator_specs = {kind: (given if given is not None else self.default_evaluators(kind, store))
                                 for kind, given in (("classifier", cfg.classifiers), ("verifier", cfg.verifiers),
@@ -443,7 +441,7 @@ class Run:
                 [(kind, n) for kind, names in self.evaluator_specs.items() for n in names]
         for kind, spec in specs:
             entry = self.registry.get(kind, parse_spec(spec)[0])
-            if not self.models_present(entry, store):
+            if dry and not self.models_present(entry, store):
                 self.warnings.append(f"dry run: {kind} {spec} lacks model files or modules "
                                      f"({', '.join(entry.missing_requirements() or entry.cls.models)}); the run would fail to load it")
         keys = {(kind, spec): host.key(kind, spec) for kind, spec in specs}
@@ -452,7 +450,17 @@ class Run:
                     transform_keys={k: v for k, v in keys.items() if k[0] in ("pet", "attacker")},
                     evaluator_keys={k: v for k, v in keys.items() if k[0] not in ("pet", "attacker")},
                     fits=self.fit_list(host, specs))
-        tasks = plan.tasks(self.cache)
+        return plan.tasks(self.cache)
+
+    def dry_run(self) -> dict[str, Any]:
+        """Print the plan without running anything: stages, tasks, which are cached, which will run.
+
+        No plugin is created, fitted or run, and no image is decoded except by the split's usability check when
+        the split is not cached yet (that split is cached for the run). Every key, fits included, is computed from
+        plugin specs, declared dependencies and data fingerprints alone, exactly as the run computes them.
+        """
+        host = self.setup(dry=True)
+        tasks = self.upfront_tasks(host, dry=True)
         summary = summarise(tasks)
         self.reporter.plan(summary, self.estimate(tasks), tasks if not cfg_quiet(self.cfg) else [])
         for warning in self.warnings:
@@ -478,7 +486,13 @@ class Run:
         rates = self.cache.get_json("timing", "rates") or {}
         total, known = 0.0, False
         for t in tasks:
-            if t["cached"] or t["stage"] == "fit":
+            if t["cached"]:
+                continue
+            if t["stage"] == "fit":  # a fit's seconds scale with its training images (the informed tier's are not planned)
+                rate = rates.get(f"fit:{t['what']}")
+                if rate is not None:
+                    total += rate * len(self.splits.train)
+                    known = True
                 continue
             what = t["what"].split(" ", 1)
             plugin = what[1].split(":", 1)[1] if t["stage"] == "score" and len(what) > 1 else what[0].split("/")[0 if t["stage"] == "protect" else 1]
@@ -498,11 +512,10 @@ class Run:
         self.samples = [{"id": r.id, "identity": r.identity, "gender": r.gender, "images": {}, "p_male": {}, "similarity": {},
                          "diagnostics": {}} for r in self.splits.eval[: cfg.samples]]
         with self.reporter:
+            upfront = self.upfront_tasks(host)  # printed before the first fit: fits are most of a main job's work
+            self.plan_summary = summarise(upfront)
+            self.reporter.plan(self.plan_summary, self.estimate(upfront), [])
             self.load_plugins(host)
-            plan0 = self.make_plan(InformedTier())
-            tasks = plan0.tasks(self.cache)
-            self.plan_summary = summarise(tasks)
-            self.reporter.plan(self.plan_summary, self.estimate(tasks), [])
             t0 = time.perf_counter()
             informed = self.informed_tier(host, eval_set)
             self.timings["informed tier"] += time.perf_counter() - t0
@@ -654,6 +667,7 @@ class Run:
         for key, seconds in self.timings.items():
             if key.startswith(("pet:", "attacker:", "score:")) and seconds > 0 and n:
                 rates[key] = seconds / n
+        rates.update(self.host.fit_rates)
         self.cache.put_json("timing", "rates", rates)
 
     # ---------------------------------------------------------------- results
@@ -725,6 +739,41 @@ class Run:
         text = f"{err['kind']} {err['plugin']} failed at {err['stage']}{where}: {err['message']}"
         self.reporter.log(f"[red]error[/red]: {escape(text)}")
         return err
+
+
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The part of a run's data that plugins fit on: the training split and the candidate pool.
+
+    What ``sbpet run`` with the same configuration gives its plugins' ``fit(train, pool)``; the evaluation
+    identities (dev and test) are never in either, so a benchmark that tunes on it never sees them.
+    """
+
+    train: list[FaceRecord]
+    pool: list[FaceRecord]
+    image_size: int
+    eval_identities: frozenset[str]
+
+    def by_identity(self, part: str = "train") -> dict[str, list[FaceRecord]]:
+        """The records of ``part`` ("train" or "pool") grouped by identity, identities sorted by name."""
+        groups: dict[str, list[FaceRecord]] = {}
+        for rec in sorted(getattr(self, part), key=lambda r: r.identity):
+            groups.setdefault(rec.identity, []).append(rec)
+        return groups
+
+    def face_set(self, records: list[FaceRecord], device: torch.device | str = "cpu") -> DiskFaceSet:
+        return DiskFaceSet(records, self.image_size, device)
+
+
+def training_split(cfg: RunConfig, registry: Registry | None = None) -> TrainingSplit:
+    """The training split and pool of a run with ``cfg`` (read, sampled, split and cached as the run does; no
+    plugin is created or fitted). Benchmarks that choose a PET's defaults draw from it, never from the
+    evaluation sample."""
+    runner = Run(cfg, registry)
+    with runner.reporter:
+        runner.setup()
+    return TrainingSplit(list(runner.splits.train), list(runner.splits.pool), runner.image_size,
+                         frozenset(r.identity for r in runner.splits.eval))
 
 
 def has_repeated_identities(records) -> bool:
