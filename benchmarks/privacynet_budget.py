@@ -8,8 +8,12 @@ Two modes, both on a gender-balanced LFW3D sample:
 * otherwise: splits the sample into a fitting part and a held-out part, fits PrivacyNet's auxiliary classifiers
   (``resnet-gender-probe``, ``cnn-gender``) and trains PrivacyNet on the fitting part, then prints, on the held-out
   faces, the privacy AUC (max(AUC, 1 - AUC)) of each internal classifier before and after protection and the EER of
-  the internal matcher (``faceapi-resnet``) protected-vs-original. The benchmark's reported evaluators
-  (faceapi-gender, the human-model panel) are deliberately absent: defaults are never tuned on them.
+  the internal matcher (``faceapi-resnet``) protected-vs-original. The two internal classifiers are biased
+  judges (PrivacyNet trains against them), so it also prints an *informed* internal probe: logistic regression on
+  ``faceapi-resnet`` embeddings of the protected held-out faces with their gender labels, out-of-fold over a
+  5-fold cross-validation grouped by identity (``GroupKFold``), and the same probe fitted on the clean held-out
+  faces of the training folds applied to the protected faces of the test fold. The benchmark's reported
+  evaluators (faceapi-gender, the human-model panel) are deliberately absent: defaults are never tuned on them.
 
 Run from the repo root:
 
@@ -30,7 +34,9 @@ import time
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import GroupKFold
 
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
@@ -57,6 +63,27 @@ def internal_models(work: str, device: str, train, store: ModelStore) -> dict:
 def folded_auc(genders: np.ndarray, p_male: np.ndarray) -> float:
     auc = roc_auc_score(genders, p_male)
     return max(auc, 1 - auc)
+
+
+def informed_probe(original: np.ndarray, protected: np.ndarray, genders: np.ndarray, identities: list[str],
+                   folds: int = 5) -> dict[str, float]:
+    """Privacy AUC of logistic-regression gender probes on matcher embeddings, out-of-fold, folds grouped by identity.
+
+    ``clean``: fitted on clean faces, scored on clean faces (how readable gender is in the embeddings at all);
+    ``informed``: fitted on protected faces with their labels, scored on protected faces of other people (an
+    attacker who knows the PET and retrains); ``clean->protected``: fitted on clean faces, scored on the protected
+    faces of the held-out fold (an attacker who does not adapt). Out-of-fold scores of all folds are pooled into
+    one AUC, folded as max(AUC, 1 - AUC).
+    """
+    groups = np.asarray(identities)
+    oof = {k: np.zeros(len(genders)) for k in ("clean", "informed", "clean->protected")}
+    for fit_idx, test_idx in GroupKFold(n_splits=folds).split(original, genders, groups):
+        on_clean = LogisticRegression(max_iter=2000).fit(original[fit_idx], genders[fit_idx])
+        on_protected = LogisticRegression(max_iter=2000).fit(protected[fit_idx], genders[fit_idx])
+        oof["clean"][test_idx] = on_clean.predict_proba(original[test_idx])[:, 1]
+        oof["clean->protected"][test_idx] = on_clean.predict_proba(protected[test_idx])[:, 1]
+        oof["informed"][test_idx] = on_protected.predict_proba(protected[test_idx])[:, 1]
+    return {k: folded_auc(genders, v) for k, v in oof.items()}
 
 
 def eer_protected_vs_original(protected: torch.Tensor, original: torch.Tensor, identities: list[str]) -> float:
@@ -132,18 +159,13 @@ def training_split_parts(args, work: str):
     test, are never in it), so the held-out faces judge a setting without touching the evaluation sample.
     """
     from sbpet_bench.config import build_config
-    from sbpet_bench.data import DiskFaceSet
-    from sbpet_bench.pipeline import Run
+    from sbpet_bench.pipeline import training_split
 
     cfg = build_config(None, {"data": args.data, "per_class": args.split_per_class, "out": f"{work}/run",
                               "cache_dir": f"{work}/cache", "quiet": True, "device": args.device})
-    runner = Run(cfg)
-    with runner.reporter:
-        runner.setup()
-    by_identity: dict[str, list] = {}
-    for rec in runner.splits.train:
-        by_identity.setdefault(rec.identity, []).append(rec)
-    order = np.random.default_rng(0).permutation(sorted(by_identity))
+    split = training_split(cfg)
+    by_identity = split.by_identity("train")
+    order = np.random.default_rng(0).permutation(list(by_identity))
     held, fit = [], []
     counts = {"held": [0, 0], "fit": [0, 0]}
     for identity in order:  # whole identities go to one part: the held-out people are unseen in fitting
@@ -154,9 +176,9 @@ def training_split_parts(args, work: str):
             if counts[part][rec.gender] < quota:
                 target.append(rec)
                 counts[part][rec.gender] += 1
-    print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(runner.splits.train)} faces; "
+    print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(split.train)} faces; "
           f"fitting part {counts['fit']} and held-out part {counts['held']} (female, male), identity-disjoint")
-    return DiskFaceSet(fit, runner.image_size), DiskFaceSet(held, runner.image_size)
+    return split.face_set(fit), split.face_set(held)
 
 
 def main() -> None:
@@ -173,6 +195,7 @@ def main() -> None:
     ap.add_argument("--option", action="append", default=[], help="privacynet option NAME=VALUE")
     ap.add_argument("--data", default=None, help="draw both parts from the harness's training split of this data set "
                     "(default: LFW3D samples by file name, which may share people between the parts)")
+    ap.add_argument("--folds", type=int, default=5, help="folds of the informed probe's identity-grouped cross-validation")
     ap.add_argument("--split-per-class", type=int, default=500, help="with --data: the run's --per-class, which decides "
                     "the training split")
     args = ap.parse_args()
@@ -193,11 +216,14 @@ def main() -> None:
         return
 
     pet = PrivacyNet(options, make_context(work + "/pn", device=args.device, model_path=store.path, plugins=plugins))
-    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    t0, c0 = time.perf_counter(), time.process_time()
     pet.fit(train, train)
-    dt = time.perf_counter() - t0
-    print(f"trained {pet.steps} steps (batch {pet.batch_size}, precision {pet.opts['precision']}) in {dt:.1f} s: "
-          f"{dt / pet.steps:.2f} s/step incl. decoding")
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    print(f"trained {pet.steps} steps (batch {pet.batch_size}, precision {pet.opts['precision']}) in {dt:.1f} s wall, "
+          f"{dc:.1f} s CPU: {dt / pet.steps:.2f} s/step wall, {dc / pet.steps:.3f} s/step CPU incl. decoding; "
+          f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}, after "
+          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; {os.cpu_count()} CPUs; G's checkpoint in {work}/pn")
 
     batch = held_out.all(size=pet.input_size)
     y = batch.genders.numpy()
@@ -213,6 +239,10 @@ def main() -> None:
     print(f"faceapi-resnet (internal): EER protected-vs-original "
           f"{eer_protected_vs_original(protected, original, list(batch.identities)):.3f}; cosine mean {cos.mean():.3f}, "
           f"min {cos.min():.3f}; mean |change| {np.abs((out - batch.images).numpy()).mean():.4f}")
+    probe = informed_probe(original.numpy(), protected.numpy(), y, list(batch.identities), folds=args.folds)
+    print(f"informed probe (internal; logistic regression on faceapi-resnet embeddings, {args.folds}-fold GroupKFold by "
+          f"identity on the {len(y)} held-out faces): privacy AUC clean {probe['clean']:.3f}; protected, fitted on "
+          f"protected {probe['informed']:.3f}; protected, fitted on clean {probe['clean->protected']:.3f}")
 
 
 if __name__ == "__main__":
