@@ -110,20 +110,15 @@ def training_split_parts(data: str, split_per_class: int, sizes: tuple[int, ...]
     import numpy as np
 
     from sbpet_bench.config import build_config
-    from sbpet_bench.data import DiskFaceSet
-    from sbpet_bench.pipeline import Run
+    from sbpet_bench.pipeline import training_split
 
     cfg = build_config(None, {"data": data, "per_class": split_per_class, "out": f"{work}/run",
                               "cache_dir": f"{work}/cache", "quiet": True, "device": device})
-    runner = Run(cfg)
-    with runner.reporter:
-        runner.setup()
-    by_identity: dict[str, list] = {}
-    for rec in runner.splits.train:
-        by_identity.setdefault(rec.identity, []).append(rec)
+    split = training_split(cfg)
+    by_identity = split.by_identity("train")
     parts: list[list] = [[] for _ in sizes]
     counts = [[0, 0] for _ in sizes]
-    for identity in np.random.default_rng(0).permutation(sorted(by_identity)):
+    for identity in np.random.default_rng(0).permutation(list(by_identity)):
         k = next((k for k, c in enumerate(counts) if min(c) < sizes[k]), None)
         if k is None:
             break
@@ -131,9 +126,9 @@ def training_split_parts(data: str, split_per_class: int, sizes: tuple[int, ...]
             if counts[k][rec.gender] < sizes[k]:
                 parts[k].append(rec)
                 counts[k][rec.gender] += 1
-    print(f"training split of {data} at --per-class {split_per_class}: {len(runner.splits.train)} faces; parts "
+    print(f"training split of {data} at --per-class {split_per_class}: {len(split.train)} faces; parts "
           f"{counts} (female, male), identity-disjoint")
-    return [DiskFaceSet(part, runner.image_size) for part in parts]
+    return [split.face_set(part) for part in parts]
 
 
 def pic_check(args) -> None:

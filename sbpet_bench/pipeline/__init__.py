@@ -7,6 +7,6 @@ the key of every task), :mod:`.stages` (one shard through every condition), :mod
 """
 
 from .checks import StageError, parse_spec
-from .run import Run, resolve_device, run
+from .run import Run, TrainingSplit, resolve_device, run, training_split
 
-__all__ = ["Run", "run", "parse_spec", "resolve_device", "StageError"]
+__all__ = ["Run", "TrainingSplit", "training_split", "run", "parse_spec", "resolve_device", "StageError"]
