@@ -282,6 +282,35 @@ def test_score_reuses_verifier_embeddings(pridss, faces):
     assert float(p_shared.std()) > 0.01  # a real spread, not a constant
 
 
+def test_an_ensemble_classifier_scores_with_its_members_mean_p_male(pridss, faces):
+    from sbpet_bench.api import Dependency, PluginError
+
+    verifier = CountingVerifier({}, pridss.context)
+    probe, tone = EmbeddingProbe(verifier, pridss.context), SkinToneClassifier({}, pridss.context)
+    ctx = make_context(pridss.context.work_dir, seed=3, model_path=pridss.context.model_path,
+                       plugins={"test-probe": probe, "test-tone": tone, "test-grey-counting": verifier})
+    options = {**pridss.opts, "classifier": "test-probe+test-tone", "verifier": "test-grey-counting"}
+    assert PriDSS.dependencies(options) == [Dependency("classifier", "test-probe"), Dependency("classifier", "test-tone"),
+                                            Dependency("verifier", "test-grey-counting")]
+    assert PriDSS.dependencies({})[0] == Dependency("classifier", "resnet-gender-probe")  # defaults fill in
+    both = PriDSS(options, ctx)
+    both.load_state_dict(pridss.state_dict())
+    parts = both.fused_candidates(faces.all())
+    originals, fused = faces.images[parts["rows"]], parts["fused"]
+    b, m = fused.shape[:2]
+    verifier.calls = 0
+    p, sim = both.score(originals, fused)
+    assert verifier.calls == b * m + len(originals)  # the probe member still reuses the SIM embeddings
+    flat = fused.reshape(b * m, *fused.shape[2:])
+    expected = ((probe.predict_male(flat) + tone.predict_male(flat)) / 2).view(b, m)
+    assert torch.allclose(p, expected, atol=1e-6)
+    result = both.protect(faces.all())  # selection runs on the mean, batch first
+    chosen = [d for d in result.diagnostics if not d["passed_through"]]
+    assert chosen and all(len(d["p_male"]) == m for d in chosen)
+    with pytest.raises(PluginError, match="empty"):
+        PriDSS({**options, "classifier": " + "}, ctx).evaluators()
+
+
 def test_fusion_settings(faces, geometry):
     from sbpet_pridss.pixel.blending import match_colour
 

@@ -34,6 +34,28 @@ def select_lowest_pic(p_male: torch.Tensor, similarity: torch.Tensor,
     return torch.where(eligible, pic, torch.full_like(pic, float("inf"))).argmin(dim=1), pic
 
 
+def classifier_names(option) -> list[str]:
+    """The internal gender classifiers named by option ``classifier`` (joined by '+': their mean P(male))."""
+    return [n.strip() for n in str(option).replace(",", "+").split("+") if n.strip()]
+
+
+class MeanClassifier:
+    """Several gender classifiers as one: P(male) is their mean, each scoring the whole batch at once."""
+
+    def __init__(self, members):
+        if not members:
+            raise ValueError("MeanClassifier needs at least one classifier")
+        self.members = list(members)
+
+    def predict_male(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c.predict_male(images).float().cpu() for c in self.members]).mean(0)
+
+
+def members(classifier) -> list:
+    """The classifiers whose mean is ``classifier``'s P(male) (itself alone unless a :class:`MeanClassifier`)."""
+    return list(classifier.members) if isinstance(classifier, MeanClassifier) else [classifier]
+
+
 # Fusions scored at once: bounds memory whatever the batch size and M.
 SCORE_CHUNK = 256
 
@@ -54,14 +76,16 @@ def score_fusions(classifier, verifier, originals: torch.Tensor, fused: torch.Te
     b, m = fused.shape[:2]
     flat = fused.reshape(b * m, *fused.shape[2:])
     chunks = [flat[i : i + SCORE_CHUNK] for i in range(0, len(flat), SCORE_CHUNK)]
-    from_embedding = shared_embedding_classifier(classifier, verifier) if reuse_embeddings else None
+    # A classifier on the verifier's own embeddings (resnet-gender-probe on faceapi-resnet) reuses them:
+    # each fusion then goes through the network once instead of twice. An ensemble's P(male) is its
+    # members' mean, each member scoring the whole chunk.
+    scorers = [(c, shared_embedding_classifier(c, verifier) if reuse_embeddings else None) for c in members(classifier)]
     p_parts, e_parts = [], []
     for c in chunks:
         e_c = verifier.embed(c)
-        # A classifier on the verifier's own embeddings (resnet-gender-probe on faceapi-resnet)
-        # reuses them: each fusion then goes through the network once instead of twice.
-        p_c = from_embedding(e_c) if from_embedding is not None else classifier.predict_male(c)
-        p_parts.append(p_c.float().cpu())
+        p_c = torch.stack([(from_embedding(e_c) if from_embedding is not None else clf.predict_male(c)).float().cpu()
+                           for clf, from_embedding in scorers]).mean(0)
+        p_parts.append(p_c)
         e_parts.append(e_c.float().cpu())
     p, e = torch.cat(p_parts), torch.cat(e_parts)
     e0 = verifier.embed(originals).float().cpu()
