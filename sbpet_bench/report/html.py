@@ -17,6 +17,9 @@ from typing import Any
 from .leaderboard import HEADLINE_NOTE, Column, Leaderboard, fmt, is_number
 from .merge import dataset_label, sections
 from .plots import cached_figures, det_figures, privacy_utility_figures, roc_figures
+from .seeds import describe as describe_seeds
+from .seeds import seed_groups
+from .seeds import table as seed_table
 from .tradeoff import describe, table, tradeoff
 
 MAX_SAMPLES = 32
@@ -128,6 +131,20 @@ def _equal_privacy(results: dict[str, Any], privacy_by: str | None) -> str:
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return (f"<p>{e(describe(t))}</p><div class=\"wrap\"><table><thead><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}"
             f"</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _seed_spread(results: dict[str, Any], board: Leaderboard, table_id: str, h: str) -> str:
+    """The spread-over-seeds section (heading, note, sortable table); empty when no PET ran with several seeds."""
+    groups = seed_groups(results, board)
+    if not groups:
+        return ""
+    head, rows = seed_table(groups)
+    ths = "".join(f'<th class="name">{e(x)}</th>' if i == 0 else f"<th>{breakable(x)}</th>" for i, x in enumerate(head))
+    name = ' class="name"'
+    body = "".join("<tr>" + "".join(f'<td{name if i == 0 else ""} data-v="{e(c)}">{e(c)}</td>' for i, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return (f'<{h}>Spread over seeds</{h}><p>{e(describe_seeds(results))}</p><div class="wrap"><table id="{e(table_id)}" class="sortable">'
+            f"<thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def _figures(figs: list[tuple[str, bytes]], empty: str) -> str:
@@ -265,13 +282,14 @@ def _section(results: dict[str, Any], board: Leaderboard, run_dir: Path | None, 
     intro = (f"<p>{len(board.rows)} conditions{f', {n_fail} failed' if n_fail else ''}. ↑ higher is better, ↓ lower is better; "
              "best of the protected conditions in bold (the originals row, in italics, is the reference). Click a header to sort.</p>")
     full = _leaderboard_table(board, board.columns, "leaderboard" + suffix)
+    seeds = _seed_spread(results, board, "seeds" + suffix, h)
     if board.headline:
         top = (f"<{h}>Headline: the worst case</{h}>{intro}<p>{e(HEADLINE_NOTE)} Worst cases: value [95% CI] and who reached it; the other columns: the value (hover for its CI, or see all metrics).</p>"
-               f"{_leaderboard_table(board, board.headline_columns, 'headline' + suffix, headline=True)}{_legend(board)}"
+               f"{_leaderboard_table(board, board.headline_columns, 'headline' + suffix, headline=True)}{_legend(board)}{seeds}"
                f"<{h}>All metrics</{h}><details><summary>{len(board.columns)} columns: every metric, evaluator and protocol "
                "(value ± half the 95% CI; hover for the interval)</summary>" + full + "</details>")
     else:
-        top = f"<{h}>Leaderboard</{h}>{intro}<p>Value ± half the 95% bootstrap CI (hover for the interval).</p>{full}{_legend(board)}"
+        top = f"<{h}>Leaderboard</{h}>{intro}<p>Value ± half the 95% bootstrap CI (hover for the interval).</p>{full}{_legend(board)}{seeds}"
     has_worst = any(m.get("metric") == "worst_privacy_auc" for c in results.get("conditions") or [] for m in c.get("metrics") or [])
     privacy = (f"privacy AUC of {privacy_by}" if privacy_by else "worst-case privacy AUC (largest over classifiers and tiers)" if has_worst
                else "privacy AUC of each classifier (this run has no worst case)")

@@ -19,6 +19,9 @@ from typing import Any, Iterable
 from .html import render_html
 from .leaderboard import HEADLINE_NOTE, Column, Leaderboard, build_leaderboard, is_number
 from .merge import dataset_label, sections
+from .seeds import describe as describe_seeds
+from .seeds import seed_groups
+from .seeds import table as seed_table
 from .tradeoff import check_privacy_by, describe, table, tradeoff
 
 FILENAMES = {"md": "leaderboard.md", "csv": "leaderboard.csv", "json": "leaderboard.json", "html": "report.html"}
@@ -44,6 +47,17 @@ def _md_table(board: Leaderboard, columns: list[Column], headline: bool) -> list
     return lines
 
 
+def _md_seeds(results: dict[str, Any], board: Leaderboard, level: str) -> list[str]:
+    """The spread-over-seeds table with its heading and a blank line after it; nothing when no PET ran with several seeds."""
+    groups = seed_groups(results, board)
+    if not groups:
+        return []
+    head, rows = seed_table(groups)
+    lines = [f"{level} Spread over seeds", "", _md(describe_seeds(results)), "", "| " + " | ".join(_md(h) for h in head) + " |",
+             "|" + "|".join([":---"] * 4 + ["---:"] * (len(head) - 4)) + "|"]
+    return lines + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows] + [""]
+
+
 def _markdown_body(results: dict[str, Any], board: Leaderboard, privacy_by: str | None, level: str) -> list[str]:
     ds, cfg = results.get("dataset") or {}, results.get("config") or {}
     lines = [f"Data: {_md(ds.get('path', ''))} (fingerprint {_md(ds.get('fingerprint', ''))}), {_md(ds.get('n_eval', '?'))} images evaluated; "
@@ -53,8 +67,11 @@ def _markdown_body(results: dict[str, Any], board: Leaderboard, privacy_by: str 
         lines += [f"{level} Headline: the worst case", "", HEADLINE_NOTE, "",
                   *_md_table(board, board.headline_columns, headline=True), ""]
         lines += [f"- {_md(text)}" for text in board.legend] + ([""] if board.legend else [])
+        lines += _md_seeds(results, board, level)
         lines += [f"{level} All metrics", ""]
     lines += _md_table(board, board.columns, headline=False)
+    seeds = [] if board.headline else _md_seeds(results, board, level)
+    lines += ["", *seeds[:-1]] if seeds else []
     t = tradeoff(results, privacy_by)
     if t is not None and t.comparisons:
         head, rows = table(t)
@@ -158,11 +175,17 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+def _board_json(part: dict[str, Any], board: Leaderboard) -> dict[str, Any]:
+    """A leaderboard's JSON, with ``seed_spread`` (see :mod:`.seeds`) when some PET ran with several seeds."""
+    groups = seed_groups(part, board)
+    return {**board.to_dict(), **({"seed_spread": [g.to_dict() for g in groups]} if groups else {})}
+
+
 def _json(parts: list[dict[str, Any]], boards: list[Leaderboard]) -> dict[str, Any]:
     if len(parts) == 1:
-        return boards[0].to_dict()
+        return _board_json(parts[0], boards[0])
     return {"schema": "sbpet-leaderboard/1",
-            "datasets": [{"label": dataset_label(p), "dataset": p.get("dataset"), **b.to_dict()} for p, b in zip(parts, boards)]}
+            "datasets": [{"label": dataset_label(p), "dataset": p.get("dataset"), **_board_json(p, b)} for p, b in zip(parts, boards)]}
 
 
 def write_reports(results: dict, out_dir: Path, formats: Iterable[str] = ("md", "csv", "json", "html"), run_dir: Path | None = None,
