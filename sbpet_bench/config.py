@@ -397,3 +397,22 @@ def build_config(benchmark: dict[str, Any] | None, overrides: dict[str, Any]) ->
         check_writable_folder(cfg.cache_dir, labels.get("cache_dir", "--cache-dir"))
     check_plugin_files(cfg.plugins, labels.get("plugins", "--plugin"))
     return cfg
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"pridss[m=5,backend=pixel]"`` -> ``("pridss", {"m": "5", "backend": "pixel"})``.
+
+    Inline options let one run compare a plugin under several settings (an ablation), each
+    variant a row of its own, labelled by its full spec.
+    """
+    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", spec)
+    if not match:
+        raise ConfigError(f"cannot read plugin spec {spec!r}; write NAME or NAME[option=value,...]")
+    name, inner = match.group(1), match.group(2)
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (inner or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"plugin spec {spec!r}: {part!r} must look like option=value")
+        options[key.strip()] = value.strip()
+    return name, options

@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_spec  # noqa: F401 - parse_spec is re-exported here
 
 TOLERANCE = 1e-3  # how far outside [0, 1] an output may stray before it counts as wrong
 T = TypeVar("T")
@@ -29,25 +29,6 @@ class StageError(Exception):
         self.message = message
         self.who = who  # (plugin name, kind)
         self.timed_out = timed_out
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"pridss[m=5,backend=pixel]"`` -> ``("pridss", {"m": "5", "backend": "pixel"})``.
-
-    Inline options let one run compare a plugin under several settings (an ablation), each
-    variant a row of its own, labelled by its full spec.
-    """
-    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", spec)
-    if not match:
-        raise ConfigError(f"cannot read plugin spec {spec!r}; write NAME or NAME[option=value,...]")
-    name, inner = match.group(1), match.group(2)
-    options: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in (inner or "").split(","))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ConfigError(f"plugin spec {spec!r}: {part!r} must look like option=value")
-        options[key.strip()] = value.strip()
-    return name, options
 
 
 class _Timeout(BaseException):

@@ -12,11 +12,11 @@ in-sample (†) marks.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
+from ..config import ConfigError, parse_spec
 from .leaderboard import MAIN_PROTOCOL, Cell, Column, Leaderboard, build_leaderboard, fmt, is_number
 
 SEED_OPTION = "seed"
@@ -28,18 +28,11 @@ NOTE = ("Variants of one PET that differ only in their seed option, each with tw
 
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``"pridss[m=5,seed=1]"`` -> ``("pridss", {"m": "5", "seed": "1"})``, read as the run reads plugin specs
-    (``sbpet_bench.pipeline.parse_spec``, which this report does not import: that would load torch); a spec it
-    cannot read is a bare name."""
-    match = re.fullmatch(r"\s*([^\[\]]+?)\s*(?:\[(.*)\])?\s*", spec)
-    if not match:
+    (``sbpet_bench.config.parse_spec``); a spec it cannot read is a bare name."""
+    try:
+        return parse_spec(spec)
+    except ConfigError:
         return spec, {}
-    options: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in (match.group(2) or "").split(","))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            return spec, {}
-        options[key.strip()] = value.strip()
-    return match.group(1), options
 
 
 def without_seed(spec: str) -> tuple[str, tuple[str, tuple[tuple[str, str], ...]], str | None]:
