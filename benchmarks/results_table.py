@@ -70,7 +70,7 @@ def main() -> None:
     print("|" + "---|" * 11)
     for run in args.runs:
         results = json.loads((Path(run) / "results.json").read_text())
-        data = (results.get("dataset") or {}).get("name") or Path(run).name
+        data = Path((results.get("dataset") or {}).get("path") or run).name
         for cond in results["conditions"]:
             if cond["attacker"] != "none":
                 continue
