@@ -62,7 +62,9 @@ class Reporter:
         for s in stages:
             table.add_row(s["stage"], str(s["tasks"]), str(s["cached"]), str(s["to_run"]), str(s["images_to_compute"]))
         self.console.print(table)
-        if estimate_s is not None:
+        if not any(s["to_run"] for s in stages):
+            self.console.print("everything planned is cached (the informed tier's own fits are checked when it starts)")
+        elif estimate_s is not None:
             self.console.print(f"estimated time for the uncached work: about {estimate_s / 60:.1f} min "
                                "(from earlier runs' rates on this cache: per image, and per training image for fits; plugins "
                                "without a rate yet and the informed tier not included)")
