@@ -130,7 +130,8 @@ class Probe:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         z = ((x - self.mean) / self.scale) @ self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        with np.errstate(over="ignore"):  # exp(-z) overflows to inf for confident negatives: P(male) is then 0, as it should be
+            return 1.0 / (1.0 + np.exp(-z))
 
 
 @dataclass
