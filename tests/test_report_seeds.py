@@ -177,3 +177,16 @@ def test_sbpet_report_on_merged_runs_shows_the_spread(tmp_path):
     assert 'id="seeds"' in (tmp_path / "rep" / "report.html").read_text()
     assert json.loads((tmp_path / "rep" / "leaderboard.json").read_text())["seed_spread"]
     build_leaderboard(merged)  # the merged results still build their leaderboard
+
+
+def test_seed_variants_never_make_a_tradeoff_curve():
+    from sbpet_bench.report.tradeoff import Point, curves
+
+    points = (Point("blur[sigma=1]", 0.95, 0.01, None), Point("blur[sigma=5]", 0.80, 0.30, None),
+              Point("privacynet", 0.94, 0.005, None), Point("privacynet[seed=1]", 0.95, 0.0, None),
+              Point("privacynet[seed=2]", 0.93, 0.005, None), Point("pridss[m=5]", 0.97, 0.03, None),
+              Point("pridss", 0.96, 0.03, None), Point("pridss[seed=1]", 0.97, 0.03, None))
+    found = curves(points)
+    assert [p.pet for p in found["blur"]] == ["blur[sigma=5]", "blur[sigma=1]"]  # sorted by privacy AUC
+    assert "privacynet" not in found  # three seeds of one setting: no curve
+    assert [p.pet for p in found["pridss"]] == ["pridss", "pridss[m=5]"]  # the sweep, without its seed variant

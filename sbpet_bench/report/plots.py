@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .leaderboard import fmt
+from .seeds import is_seed_variant
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -325,8 +326,13 @@ def _privacy_utility(xs, ys, conds, clf: str, ver: str, protocol: str, family) -
     for i, ((name, run), members) in enumerate(sorted(curves.items())):
         members.sort(key=lambda k: xs[k])
         label = name + (f" [{run}]" if run else "")
-        line = ax.plot([xs[k] for k in members], [ys[k] for k in members], marker="o", ms=5, lw=1.2 if len(members) > 1 else 0,
+        # the line joins the PET's strength variants only; its seed variants are points of the same colour
+        swept = [k for k in members if not is_seed_variant(k[0])] or members[:1]
+        line = ax.plot([xs[k] for k in swept], [ys[k] for k in swept], marker="o", ms=5, lw=1.2 if len(swept) > 1 else 0,
                        zorder=3, label=_safe(label), color=cmap(i % cmap.N))[0]
+        seeded = [k for k in members if k not in swept]
+        if seeded:
+            ax.scatter([xs[k] for k in seeded], [ys[k] for k in seeded], marker="o", s=25, zorder=3, c=[line.get_color()])
         for k in members:  # variants are labelled by their options only, the legend names the PET
             text = k[0][len(name):].strip("[]") if len(members) > 1 else ""
             if text:

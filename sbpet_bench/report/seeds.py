@@ -44,6 +44,11 @@ def without_seed(spec: str) -> tuple[str, tuple[str, tuple[tuple[str, str], ...]
     return label, (name, tuple(sorted(options.items()))), seed
 
 
+def is_seed_variant(spec: str) -> bool:
+    """Whether the spec sets a seed option: another draw of the same PET, never a point on its strength curve."""
+    return without_seed(spec)[2] is not None
+
+
 def effective_seed(seed: str | None, run_seed: Any) -> int | str:
     """The seed a variant ran with: its own, or the run's for none and -1 ("run" when the run's is not recorded)."""
     try:

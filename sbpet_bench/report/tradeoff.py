@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .leaderboard import PER_ROW_EVALUATOR, is_number
+from .seeds import is_seed_variant
 
 WORST = "worst_privacy_auc"
 
@@ -86,10 +87,15 @@ class Tradeoff:
 
 
 def curves(points: tuple[Point, ...]) -> dict[str, list[Point]]:
-    """Families with two or more unattacked variants, each sorted by privacy AUC."""
+    """Families with two or more unattacked variants, each sorted by privacy AUC.
+
+    Seed variants (``pridss[seed=1]``) are other draws of one setting, not other strengths: a line through
+    them is no trade-off curve, so they are compared with the curves but never make one.
+    """
     out: dict[str, list[Point]] = {}
     for p in points:
-        out.setdefault(family(p.pet), []).append(p)
+        if not is_seed_variant(p.pet):
+            out.setdefault(family(p.pet), []).append(p)
     return {f: sorted(ps, key=lambda p: p.privacy_auc) for f, ps in out.items() if len(ps) >= 2}
 
 
