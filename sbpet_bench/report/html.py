@@ -139,9 +139,10 @@ def _seed_spread(results: dict[str, Any], board: Leaderboard, table_id: str, h: 
     if not groups:
         return ""
     head, rows = seed_table(groups)
-    ths = "".join(f'<th class="name">{e(x)}</th>' if i == 0 else f"<th>{breakable(x)}</th>" for i, x in enumerate(head))
+    text = 4  # condition, seeds, metric and per-seed values read as text (left-aligned); the statistics as numbers
+    ths = "".join(f'<th class="name">{e(x)}</th>' if i < text else f"<th>{breakable(x)}</th>" for i, x in enumerate(head))
     name = ' class="name"'
-    body = "".join("<tr>" + "".join(f'<td{name if i == 0 else ""} data-v="{e(c)}">{e(c)}</td>' for i, c in enumerate(row))
+    body = "".join("<tr>" + "".join(f'<td{name if i < text else ""} data-v="{e(c)}">{e(c)}</td>' for i, c in enumerate(row))
                    + "</tr>" for row in rows)
     return (f'<{h}>Spread over seeds</{h}><p>{e(describe_seeds(results))}</p><div class="wrap"><table id="{e(table_id)}" class="sortable">'
             f"<thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table></div>")
