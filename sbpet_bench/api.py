@@ -48,6 +48,7 @@ __all__ = [
     "PluginKind",
     "PLUGIN_KINDS",
     "Dependency",
+    "plugin_names",
     "MALE",
     "FEMALE",
     "ORIGINAL",
@@ -83,6 +84,15 @@ TIERS = (TIER_OFF_THE_SHELF, TIER_RECOVERY, TIER_INFORMED, TIER_MIXED)
 CROP_TIGHT = "tight"
 CROP_CONTEXT = "context"
 CROPS = (CROP_TIGHT, CROP_CONTEXT)
+
+
+def plugin_names(option: Any) -> list[str]:
+    """The plugin names in an option that names several, joined by '+' (or ','): ``"a+b"`` -> ``["a", "b"]``.
+
+    PETs that score with an ensemble of internal models take it this way (their mean), and declare each
+    name as a dependency.
+    """
+    return [n.strip() for n in str(option).replace(",", "+").split("+") if n.strip()]
 
 
 def condition_label(pet: str, attacker: str) -> str:
@@ -303,9 +313,7 @@ class Plugin:
         if not isinstance(context, PluginContext):
             raise TypeError(f"{type(self).__name__} needs a PluginContext as its second argument, got {context!r}; "
                             "sbpet_bench.testing.make_context builds one for tests and direct use")
-        declared = {key: opt.default for key, opt in self.options.items()}
-        declared.update(options or {})
-        self.opts: dict[str, Any] = declared
+        self.opts: dict[str, Any] = self.with_defaults(options)
         self.context: PluginContext = context
 
     @property
@@ -319,6 +327,11 @@ class Plugin:
     # The options that change what ``fit`` learns (None = all of them). Variants that differ only in
     # other options (e.g. ``pridss[m=5]`` and ``pridss[m=10]``) then share one fitted state.
     fit_options: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def with_defaults(cls, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every declared option: the given values over the defaults (what ``self.opts`` holds)."""
+        return {key: opt.default for key, opt in cls.options.items()} | dict(options or {})
 
     @classmethod
     def dependencies(cls, options: Mapping[str, Any]) -> list[Dependency]:

@@ -18,12 +18,12 @@ from typing import Any, Mapping
 
 import torch
 
-from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
+from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult, plugin_names
 
 from .backends import Draws, FusionBackend, image_rng
 from .pixel.backend import SHAPE_PREDICTOR_ASSET, PixelBackend
 from .pixel.pool_filters import GLASSES_THRESHOLD
-from .selection import MeanClassifier, classifier_names, score_fusions, select_lowest_pic, shared_embedding_classifier
+from .selection import MeanClassifier, score_fusions, select_lowest_pic, shared_embedding_classifier
 
 try:  # the latent backend's own options (pridss.truncation, ...); the pixel backend works without them
     from .latent.backend import LATENT_OPTIONS
@@ -140,8 +140,8 @@ class PriDSS(PET):
     @classmethod
     def dependencies(cls, options) -> list[Dependency]:
         """The internal models that choose candidates (the PIC's P(male) and SIM)."""
-        opts = {key: opt.default for key, opt in cls.options.items()} | dict(options)
-        return ([Dependency("classifier", name) for name in classifier_names(opts["classifier"])]
+        opts = cls.with_defaults(options)
+        return ([Dependency("classifier", name) for name in plugin_names(opts["classifier"])]
                 + [Dependency("verifier", str(opts["verifier"]).strip())])
 
     # ------------------------------------------------------------------ what both backends share
@@ -165,7 +165,7 @@ class PriDSS(PET):
     def evaluators(self):
         """The internal gender classifier (several: their mean, :class:`.selection.MeanClassifier`) and
         recogniser (the PIC's P(male) and SIM)."""
-        names = classifier_names(self.opts["classifier"])
+        names = plugin_names(self.opts["classifier"])
         if not names:
             raise PluginError("pridss.classifier is empty; name at least one gender classifier plugin")
         try:

@@ -34,11 +34,6 @@ def select_lowest_pic(p_male: torch.Tensor, similarity: torch.Tensor,
     return torch.where(eligible, pic, torch.full_like(pic, float("inf"))).argmin(dim=1), pic
 
 
-def classifier_names(option) -> list[str]:
-    """The internal gender classifiers named by option ``classifier`` (joined by '+': their mean P(male))."""
-    return [n.strip() for n in str(option).replace(",", "+").split("+") if n.strip()]
-
-
 class MeanClassifier:
     """Several gender classifiers as one: P(male) is their mean, each scoring the whole batch at once."""
 

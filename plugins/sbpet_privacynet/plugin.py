@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult
+from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginContext, PluginError, ProtectResult, plugin_names
 
 from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
@@ -27,11 +27,6 @@ DEFAULT_BUDGET = "cpu"
 CHECKPOINT_FILE = "train_checkpoint.pt"
 # Attributes that have auxiliary networks so far; the code reserves bits for the others.
 SUPPORTED = ("gender",)
-
-
-def _classifier_names(option: Any) -> list[str]:
-    """The auxiliary classifiers named by option ``classifier`` (joined by '+')."""
-    return [n.strip() for n in str(option).replace(",", "+").split("+") if n.strip()]
 
 
 class PrivacyNet(PET):
@@ -104,8 +99,8 @@ class PrivacyNet(PET):
     @classmethod
     def dependencies(cls, options: Mapping[str, Any]) -> list[Dependency]:
         """The auxiliary classifiers and the matcher that training obtains through the context."""
-        opts = {key: opt.default for key, opt in cls.options.items()} | dict(options)
-        return ([Dependency("classifier", name, {}) for name in _classifier_names(opts["classifier"])]
+        opts = cls.with_defaults(options)
+        return ([Dependency("classifier", name, {}) for name in plugin_names(opts["classifier"])]
                 + [Dependency("verifier", str(opts["matcher"]).strip(), {})])
 
     @property
@@ -137,7 +132,7 @@ class PrivacyNet(PET):
 
     def aux(self) -> AuxNets:
         ctx = self.context
-        names = _classifier_names(self.opts["classifier"])
+        names = plugin_names(self.opts["classifier"])
         if not names:
             raise PluginError("privacynet: option classifier is empty; name at least one gender classifier plugin")
         return AuxNets([ctx.get_classifier(n) for n in names], ctx.get_verifier(self.opts["matcher"]))
