@@ -44,10 +44,8 @@ import time
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import GroupKFold
 
+from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes
 from sbpet_bench.config import build_config
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.pipeline import training_split
@@ -75,36 +73,18 @@ def load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
 
 
-def folded_auc(genders: np.ndarray, scores: np.ndarray) -> float:
-    auc = roc_auc_score(genders, scores)
-    return float(max(auc, 1 - auc))
-
-
 def informed_probes(original: np.ndarray, protected: np.ndarray, genders: np.ndarray, identities: list[str],
                     folds: int) -> tuple[float, float, float]:
-    """(informed, clean->protected) privacy AUCs of logistic-regression probes, out-of-fold, folds grouped by
-    identity, and the bootstrap standard error (200 resamples of the faces) of the worse of the two."""
-    informed, transfer = np.zeros(len(genders)), np.zeros(len(genders))
-    for fit_idx, test_idx in GroupKFold(n_splits=folds).split(original, genders, np.asarray(identities)):
-        on_protected = LogisticRegression(max_iter=2000).fit(protected[fit_idx], genders[fit_idx])
-        on_clean = LogisticRegression(max_iter=2000).fit(original[fit_idx], genders[fit_idx])
-        informed[test_idx] = on_protected.predict_proba(protected[test_idx])[:, 1]
-        transfer[test_idx] = on_clean.predict_proba(protected[test_idx])[:, 1]
+    """(informed, clean->protected) privacy AUCs of the out-of-fold probes (internal_judges), and the bootstrap
+    standard error (200 resamples of the faces) of the worse of the two."""
+    oof = out_of_fold_probes(original, protected, genders, identities, folds)
+    informed, transfer = oof["informed"], oof["clean->protected"]
     rng, worst = np.random.default_rng(0), []
     for _ in range(200):
         i = rng.integers(0, len(genders), len(genders))
         if len(set(genders[i])) == 2:
             worst.append(max(folded_auc(genders[i], informed[i]), folded_auc(genders[i], transfer[i])))
     return folded_auc(genders, informed), folded_auc(genders, transfer), float(np.std(worst))
-
-
-def eer_protected_vs_original(protected: torch.Tensor, original: torch.Tensor, identities: list[str]) -> float:
-    scores = (protected @ original.T).numpy()
-    ids = np.asarray(identities)
-    genuine, impostor = np.diag(scores), scores[ids[:, None] != ids[None, :]]
-    fpr, tpr, _ = roc_curve(np.r_[np.ones(len(genuine)), np.zeros(len(impostor))], np.r_[genuine, impostor])
-    i = int(np.argmin(np.abs((1 - tpr) - fpr)))
-    return float(((1 - tpr[i]) + fpr[i]) / 2)
 
 
 def parts(split, sizes: tuple[int, ...]) -> tuple[list[list], list[list[int]]]:

@@ -34,10 +34,8 @@ import time
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import GroupKFold
 
+from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import load_lfw3d_sample, make_context
@@ -60,43 +58,10 @@ def internal_models(work: str, device: str, train, store: ModelStore) -> dict:
     return {"faceapi-resnet": resnet, "resnet-gender-probe": probe, "cnn-gender": cnn}
 
 
-def folded_auc(genders: np.ndarray, p_male: np.ndarray) -> float:
-    auc = roc_auc_score(genders, p_male)
-    return max(auc, 1 - auc)
-
-
 def informed_probe(original: np.ndarray, protected: np.ndarray, genders: np.ndarray, identities: list[str],
                    folds: int = 5) -> dict[str, float]:
-    """Privacy AUC of logistic-regression gender probes on matcher embeddings, out-of-fold, folds grouped by identity.
-
-    ``clean``: fitted on clean faces, scored on clean faces (how readable gender is in the embeddings at all);
-    ``informed``: fitted on protected faces with their labels, scored on protected faces of other people (an
-    attacker who knows the PET and retrains); ``clean->protected``: fitted on clean faces, scored on the protected
-    faces of the held-out fold (an attacker who does not adapt). Out-of-fold scores of all folds are pooled into
-    one AUC, folded as max(AUC, 1 - AUC).
-    """
-    groups = np.asarray(identities)
-    oof = {k: np.zeros(len(genders)) for k in ("clean", "informed", "clean->protected")}
-    for fit_idx, test_idx in GroupKFold(n_splits=folds).split(original, genders, groups):
-        on_clean = LogisticRegression(max_iter=2000).fit(original[fit_idx], genders[fit_idx])
-        on_protected = LogisticRegression(max_iter=2000).fit(protected[fit_idx], genders[fit_idx])
-        oof["clean"][test_idx] = on_clean.predict_proba(original[test_idx])[:, 1]
-        oof["clean->protected"][test_idx] = on_clean.predict_proba(protected[test_idx])[:, 1]
-        oof["informed"][test_idx] = on_protected.predict_proba(protected[test_idx])[:, 1]
-    return {k: folded_auc(genders, v) for k, v in oof.items()}
-
-
-def eer_protected_vs_original(protected: torch.Tensor, original: torch.Tensor, identities: list[str]) -> float:
-    """EER of cosine scores: genuine = (protected i, original i), impostor = (protected i, original j of another person)."""
-    scores = (protected @ original.T).numpy()
-    ids = np.asarray(identities)
-    genuine = np.diag(scores)
-    impostor = scores[ids[:, None] != ids[None, :]]
-    y = np.r_[np.ones(len(genuine)), np.zeros(len(impostor))]
-    fpr, tpr, _ = roc_curve(y, np.r_[genuine, impostor])
-    fnr = 1 - tpr
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return float((fnr[i] + fpr[i]) / 2)
+    """Privacy AUC of each out-of-fold probe of :func:`internal_judges.out_of_fold_probes`, pooled over the folds."""
+    return {k: folded_auc(genders, v) for k, v in out_of_fold_probes(original, protected, genders, identities, folds).items()}
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
