@@ -287,3 +287,41 @@ def test_total_variation_penalises_texture_not_flat_changes():
     stripes[..., ::2] = 0.2
     assert torch.allclose(total_variation(flat), torch.zeros(2))
     assert (total_variation(stripes) > 0.15).all()
+
+
+def test_weight_average_follows_the_warmed_up_recurrence(tmp_path):
+    trainer = Trainer(make(tmp_path, ema=0.9).train_config(), torch.device("cpu"))
+    data, aux = faces(), make(tmp_path).aux()
+    images = (data.all(size=32).images * 255).to(torch.uint8)
+    genders = torch.tensor([i % 2 for i in range(len(images))])
+    expected = {k: v.clone() for k, v in trainer.G.named_parameters()}
+    for _ in range(4):
+        trainer.train_step(*trainer.sample(images, genders), aux)
+        decay = min(0.9, (1 + trainer.step) / (10 + trainer.step))
+        for k, live in trainer.G.named_parameters():
+            expected[k] = decay * expected[k] + (1 - decay) * live.detach()
+    for k, avg in trainer.G_ema.named_parameters():
+        assert torch.allclose(avg, expected[k], atol=1e-6), k
+        assert not avg.requires_grad
+    assert trainer.output_generator is trainer.G_ema
+    assert not all(torch.equal(a, b) for a, b in zip(trainer.G_ema.parameters(), trainer.G.parameters()))
+    assert Trainer(make(tmp_path).train_config(), torch.device("cpu")).G_ema is None  # ema 0: G's last weights
+
+
+def test_averaged_generator_protects_and_resumes(tmp_path):
+    whole = make(tmp_path / "whole", steps=7, ema=0.5)
+    whole.fit(faces(), faces(4))
+    ckpt = torch.load(tmp_path / "whole" / "work" / CHECKPOINT_FILE, weights_only=True)
+    for k, v in whole.G.state_dict().items():  # the PET protects with the average, not the last iterate
+        assert torch.equal(v, ckpt["generator_ema"][k]), k
+    assert not all(torch.equal(v, ckpt["generator"][k]) for k, v in whole.G.state_dict().items())
+    part = make(tmp_path / "part", steps=7, ema=0.5)
+    part.context.progress = stop_after(4)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit(faces(), faces(4))
+    resumed = make(tmp_path / "part", steps=7, ema=0.5)
+    resumed.fit(faces(), faces(4))
+    assert_same(whole.state_dict(), resumed.state_dict())
+    named = make(tmp_path / "named", checkpoint=str(tmp_path / "whole" / "work" / CHECKPOINT_FILE))
+    named.fit(faces(), faces(4))
+    assert_same(whole.state_dict(), named.state_dict())

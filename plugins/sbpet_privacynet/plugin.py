@@ -51,6 +51,8 @@ class PrivacyNet(PET):
         "batch_size": Option(0, "training batch size; 0 = the budget's"),
         "lr": Option(5e-4, "Adam learning rate of G and D"),
         "lr_decay": Option(0.0, "share of the last steps over which lr falls linearly to zero (0 = constant lr)"),
+        "ema": Option(0.0, "decay of the moving average of G's weights that protects (e.g. 0.99: about the last 100 "
+                      "steps); 0 = G's last weights (README: Weight averaging)", min=0.0, max=0.9999),
         "precision": Option("bf16", "arithmetic of the training passes: bf16 (bfloat16 convolutions under autocast, "
                             "float32 weights and losses) or fp32", choices=("bf16", "fp32")),
         "keep_fraction": Option(0.1, "share of training rows with the all-zero code (G must reconstruct them)"),
@@ -118,7 +120,8 @@ class PrivacyNet(PET):
         return TrainConfig(size=self.input_size, ngf=o["ngf"], ndf=o["ndf"], n_res=o["n_res"], batch_size=self.batch_size,
                            lr=o["lr"], keep_fraction=o["keep_fraction"], target=o["target"], w_adv=o["w_adv"],
                            w_attr=o["w_attr"], w_id=o["w_id"], w_rec=o["w_rec"], w_prox=o["w_prox"],
-                           w_tv=o["w_tv"], augment=o["augment"], lr_decay=float(o["lr_decay"]), precision=o["precision"],
+                           w_tv=o["w_tv"], augment=o["augment"], lr_decay=float(o["lr_decay"]), ema=float(o["ema"]),
+                           precision=o["precision"],
                            seed=self.seed)
 
     @property
@@ -153,7 +156,7 @@ class PrivacyNet(PET):
                     every=max(1, int(self.opts["checkpoint_every"])), progress=self.context.progress)
         csv_path, png_path = trainer.write_curves(self.work_dir)
         log(f"privacynet: trained {trainer.step} steps; loss curves in {csv_path} and {png_path}")
-        self.G, self.steps_done = trainer.G.eval(), trainer.step
+        self.G, self.steps_done = trainer.output_generator.eval(), trainer.step
 
     def _decode(self, train: FaceSet) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split at G's size, as uint8 in memory (a quarter of float32's footprint)."""
@@ -196,11 +199,12 @@ class PrivacyNet(PET):
             raise PluginError(f"privacynet: option checkpoint={path!r}: no such file")
         state = torch.load(file, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "generator" in state and "config" in state and isinstance(state["config"], dict):
-            # a training checkpoint from work_dir: check its architecture, then take G
+            # a training checkpoint from work_dir: check its architecture, then take the G that protects
             cfg = state["config"]
+            generator = state.get("generator_ema", state["generator"])
             state = {"config": torch.tensor([cfg["size"], cfg["ngf"], cfg["n_res"], len(ATTRIBUTES)]),
                      "steps_done": torch.tensor(int(state["step"])),
-                     **{f"generator.{k}": v for k, v in state["generator"].items()}}
+                     **{f"generator.{k}": v for k, v in generator.items()}}
         self.load_state_dict(state, source=f"checkpoint {str(file)!r}")
 
     # ---- protection

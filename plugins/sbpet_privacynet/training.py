@@ -23,6 +23,7 @@ costs two thirds of float32's time on a CPU with native bfloat16.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import math
 import os
@@ -57,6 +58,7 @@ class TrainConfig:
     w_tv: float = 0.0
     augment: float = 1.0
     lr_decay: float = 0.0  # share of the last steps over which lr falls linearly to zero (0 = constant)
+    ema: float = 0.0  # decay of the moving average of G's weights that protects (0 = G's last weights)
     precision: str = "bf16"
     seed: int = 0
 
@@ -182,6 +184,12 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.G = Generator(cfg.ngf, cfg.n_res).to(device)
             self.D = PatchDiscriminator(cfg.ndf).to(device)
+        if not 0 <= cfg.ema < 1:
+            raise ValueError(f"ema must lie in [0, 1), got {cfg.ema!r}")
+        # The averaged generator (Yazici et al., ICLR 2019; StyleGAN's G_ema): the last iterate of a GAN wanders
+        # with the last few hundred batches, so one seed's network differs from another's by where the training
+        # happened to stop; an average of the recent iterates is less sensitive to it. It never trains.
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema > 0 else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         self.step = 0
@@ -266,10 +274,27 @@ class Trainer:
         g_loss.backward(inputs=list(self.G.parameters()))
         self.opt_g.step()
         self.step += 1
+        self._update_average()
         p_obf = _masked_mean(torch.sigmoid(logit1.detach()).mean(0), obf)
         return {"d": d_loss.item(), "g": g_loss.item(), "adv": adv.item(), "attr": attr.item(),
                 "identity": identity.item(), "rec": rec.item(), "prox": prox.item(), "tv": tv.item(),
                 "p_male_obf": p_obf.item()}
+
+    def _update_average(self) -> None:
+        """G_ema <- d G_ema + (1 - d) G, with d warmed up as (1 + t) / (10 + t) so early steps do not linger."""
+        if self.G_ema is None:
+            return
+        decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for avg, live in zip(self.G_ema.parameters(), self.G.parameters()):
+                avg.lerp_(live, 1 - decay)
+            for avg, live in zip(self.G_ema.buffers(), self.G.buffers()):
+                avg.copy_(live)
+
+    @property
+    def output_generator(self) -> torch.nn.Module:
+        """The generator that protects: the weight average when ``ema`` > 0, else G as trained."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def run(self, images: torch.Tensor, genders: torch.Tensor, aux: AuxNets, steps: int, *,
             checkpoint: Path | None = None, every: int = 50,
@@ -278,6 +303,7 @@ class Trainer:
         with deterministic_training(self.device):
             self._run(images, genders, aux, steps, checkpoint, every, progress)
         self.G.eval()
+        self.output_generator.eval()
 
     def _run(self, images: torch.Tensor, genders: torch.Tensor, aux: AuxNets, steps: int, checkpoint: Path | None,
              every: int, progress: Callable[..., Iterable[Any]]) -> None:
@@ -304,7 +330,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {"config": asdict(self.cfg), "step": self.step, "generator": self.G.state_dict(),
                 "discriminator": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "history": self.history, "loss_names": list(LOSS_NAMES)}
+                "history": self.history, "loss_names": list(LOSS_NAMES),
+                **({"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {})}
 
     def save(self, path: Path) -> None:
         """Write atomically: a training killed mid-save keeps the previous checkpoint."""
@@ -326,6 +353,8 @@ class Trainer:
         if state.get("config") != asdict(self.cfg):
             return False
         self.G.load_state_dict(state["generator"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["generator_ema"])
         self.D.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
