@@ -52,7 +52,7 @@ class PrivacyNet(PET):
         "batch_size": Option(0, "training batch size; 0 = the budget's"),
         "lr": Option(5e-4, "Adam learning rate of G and D"),
         # Version 5: 1/3 (the last 400 of 1,200 steps), chosen for seed stability with the internal models on held-out
-        # training faces: over 3 seeds every internal figure spread 4-8x less than at a constant lr (README: Seeds).
+        # training faces: over 3 seeds every internal figure spread 4-9x less than at a constant lr (README: Seeds).
         "lr_decay": Option(0.333, "share of the last steps over which lr falls linearly to zero (0 = constant lr)"),
         "ema": Option(0.0, "decay of the moving average of G's weights that protects (e.g. 0.99: about the last 100 "
                       "steps); 0 = G's last weights (README: Weight averaging)", min=0.0, max=0.9999),
