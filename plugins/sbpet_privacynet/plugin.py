@@ -14,9 +14,10 @@ from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
 
 # Training budgets (steps, batch size). "cpu", the default, fits this project's 2-core CPU: version 3's 1,200
-# steps at bf16's step price (0.67x of fp32's, measured). 900 steps with lr_decay 1/3 would halve the cost but
-# measured a privacy loss (README: Measured), so the default keeps 1,200 steps (since version 5 with the lr decay
-# over the last third).
+# steps at bf16's step price (0.67x of fp32's, measured), since version 5 with the lr decay over the last third.
+# 900 steps with that decay matched 1,200 within 0.01 by the internal models over three seeds (README: A shorter
+# budget; an earlier single constant-lr comparison, README: Measured, had read as a privacy loss); not the
+# default yet.
 # "gpu" is for a lent accelerator (not measured yet). "paper" is the published schedule's length
 # (README: Training budget).
 BUDGETS: dict[str, dict[str, int]] = {
