@@ -13,15 +13,15 @@ from sbpet_bench.api import PET, Dependency, FaceBatch, FaceSet, Option, PluginC
 from .nets import ATTRIBUTES, Generator, privacy_code
 from .training import AuxNets, TrainConfig, Trainer
 
-# Training budgets (steps, batch size). "cpu", the default, fits this project's 2-core CPU: version 3's 1,200
-# steps at bf16's step price (0.67x of fp32's, measured), since version 5 with the lr decay over the last third.
-# 900 steps with that decay matched 1,200 within 0.01 by the internal models over three seeds (README: A shorter
-# budget; an earlier single constant-lr comparison, README: Measured, had read as a privacy loss); not the
-# default yet.
+# Training budgets (steps, batch size). "cpu", the default, fits this project's 2-core CPU: 900 steps since
+# version 6 (versions 3-5: 1,200) at bf16's step price (0.67x of fp32's, measured), with version 5's lr decay over
+# the last third. 900 steps with that decay matched 1,200 within 0.01 by the internal models over three seeds
+# (README: A shorter budget; an earlier single constant-lr comparison, README: Measured, had read as a privacy
+# loss), at 0.75x the main job's training cost.
 # "gpu" is for a lent accelerator (not measured yet). "paper" is the published schedule's length
 # (README: Training budget).
 BUDGETS: dict[str, dict[str, int]] = {
-    "cpu": {"steps": 1200, "batch_size": 8},
+    "cpu": {"steps": 900, "batch_size": 8},
     "gpu": {"steps": 12000, "batch_size": 16},
     "paper": {"steps": 200000, "batch_size": 16},
 }
@@ -33,7 +33,7 @@ SUPPORTED = ("gender",)
 
 class PrivacyNet(PET):
     name = "privacynet"
-    version = "5"
+    version = "6"
     description = ("PrivacyNet semi-adversarial GAN: StarGAN-style generator conditioned on a privacy code, PatchGAN "
                    "discriminator, frozen gender probe (confounded) and face matcher (kept); trained on the training split")
     options = {
@@ -52,8 +52,9 @@ class PrivacyNet(PET):
         "steps": Option(0, "training steps (batches); 0 = the budget's"),
         "batch_size": Option(0, "training batch size; 0 = the budget's"),
         "lr": Option(5e-4, "Adam learning rate of G and D"),
-        # Version 5: 1/3 (the last 400 of 1,200 steps), chosen for seed stability with the internal models on held-out
-        # training faces: over 3 seeds every internal figure spread 4-9x less than at a constant lr (README: Seeds).
+        # Version 5: 1/3 (then the last 400 of 1,200 steps; 300 of 900 since version 6), chosen for seed stability
+        # with the internal models on held-out training faces: over 3 seeds every internal figure spread 4-9x less
+        # than at a constant lr (README: Seeds).
         "lr_decay": Option(0.333, "share of the last steps over which lr falls linearly to zero (0 = constant lr)"),
         "ema": Option(0.0, "decay of the moving average of G's weights that protects (e.g. 0.99: about the last 100 "
                       "steps); 0 = G's last weights (README: Weight averaging)", min=0.0, max=0.9999),
