@@ -322,6 +322,24 @@ def test_the_plan_is_printed_before_the_first_fit_with_an_estimate_that_counts_f
     assert {"fit:hog-logreg", "fit:pca-pixels"} <= set(rates) and estimate >= fit_part > 0
 
 
+def test_rates_are_seconds_per_image_computed_so_the_estimate_does_not_scale_with_conditions(small_data, tmp_path, registry):
+    from sbpet_bench.cache import Cache
+
+    cache = tmp_path / "cache"
+    results = run(_cfg(small_data, tmp_path / "a", pets=["identity", "blur", "noise"], cache_dir=str(cache)), registry=registry)
+    n = results["dataset"]["n_eval"]
+    rates, timings = Cache(cache).get_json("timing", "rates"), results["timings"]
+    # an evaluator scored the originals and three PETs' images; each PET protected the evaluation set once
+    # (results.json rounds timings to 4 decimals)
+    assert rates["score:hog-logreg"] * 4 * n == pytest.approx(timings["score:hog-logreg"], abs=1e-4)
+    assert rates["pet:blur"] * n == pytest.approx(timings["pet:blur"], abs=1e-4)
+    # so a dry run of the same work on a fresh seed estimates about what the first run's stages took
+    plan = run(_cfg(small_data, tmp_path / "b", pets=["identity", "blur", "noise"], cache_dir=str(cache), seed=1,
+                    dry_run=True), registry=registry)
+    stage_seconds = sum(v for k, v in timings.items() if k.startswith(("pet:", "score:", "fit:")))
+    assert plan["estimate_s"] == pytest.approx(stage_seconds, rel=0.5)
+
+
 def test_training_split_without_a_gender_stops_before_any_work(small_data, tmp_path, registry):
     # 80 faces per gender, one per identity: a dev and a test sample of 40 per gender leave nobody to train on
     for dry_run in (False, True):

@@ -90,6 +90,7 @@ class Run:
         self.warnings: list[str] = []
         self.errors: list[dict[str, Any]] = []
         self.timings: dict[str, float] = defaultdict(float)
+        self.stage_images: dict[str, int] = defaultdict(int)  # images per timed plugin stage: the rates' divisor
         self.samples: list[dict[str, Any]] = []
         self.cache: Cache | None = None  # made by make_cache: detecting the data's layout already needs a work folder
 
@@ -461,11 +462,11 @@ class Run:
         """
         host = self.setup(dry=True)
         tasks = self.upfront_tasks(host, dry=True)
-        summary = summarise(tasks)
-        self.reporter.plan(summary, self.estimate(tasks), tasks if not cfg_quiet(self.cfg) else [])
+        summary, estimate = summarise(tasks), self.estimate(tasks)
+        self.reporter.plan(summary, estimate, tasks if not cfg_quiet(self.cfg) else [])
         for warning in self.warnings:
             self.reporter.log(f"[yellow]warning[/yellow]: {escape(warning)}")
-        return {"plan": summary, "tasks": tasks, "warnings": self.warnings}
+        return {"plan": summary, "tasks": tasks, "warnings": self.warnings, "estimate_s": estimate}
 
     def prefit(self) -> list[dict[str, Any]]:
         """Fit every plugin of the run into the cache (the split too) and run nothing else; the fits with their keys.
@@ -581,6 +582,8 @@ class Run:
         shard = plan.shards[result.shard]
         for key, seconds in result.timings.items():
             self.timings[key] += seconds
+        for key, n in result.images.items():
+            self.stage_images[key] += n
         lines = []
         for cond_spec in plan.conditions:
             cond = self.conditions[cond_spec.key]
@@ -661,10 +664,14 @@ class Run:
             sample["similarity"][cond.key] = {v: float(e[k] @ data.embeddings_original[v][k]) for v, e in data.embeddings.items()}
 
     def save_rates(self) -> None:
-        """Seconds per image of each plugin stage, kept in the cache for the next run's estimate."""
+        """Seconds per image of each plugin stage, kept in the cache for the next run's estimate.
+
+        The divisor is the images that stage computed in this run: an evaluator scores every condition, so
+        dividing by the evaluation set's size would over-estimate the next run by the number of conditions.
+        """
         rates = self.cache.get_json("timing", "rates") or {}
-        n = len(self.splits.eval)
         for key, seconds in self.timings.items():
+            n = self.stage_images.get(key, 0)
             if key.startswith(("pet:", "attacker:", "score:")) and seconds > 0 and n:
                 rates[key] = seconds / n
         rates.update(self.host.fit_rates)

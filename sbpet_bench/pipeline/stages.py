@@ -42,6 +42,8 @@ class ShardResult:
     conditions: dict[str, ConditionShard]
     timings: dict[str, float]
     timed_out: list[tuple[str, str]]
+    # images each timed plugin stage processed ("score:NAME" counts every condition it scored): the rates' divisor
+    images: dict[str, int] = field(default_factory=dict)
 
 
 def _error(who: tuple[str, str], exc: StageError, shard: int) -> dict[str, Any]:
@@ -59,6 +61,7 @@ class ShardRunner:
 
     def run(self, shard: Shard, skip: set[str] = frozenset()) -> ShardResult:
         timings: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
         timed_out: list[tuple[str, str]] = []
         images: dict[str, np.ndarray] = {}
         results: dict[str, ConditionShard] = {}
@@ -77,10 +80,10 @@ class ShardRunner:
                 continue
             out = results[cond.key] = ConditionShard()
             try:
-                loader = self._images(cond, shard, images, originals, out, timings)
+                loader = self._images(cond, shard, images, originals, out, timings, counts)
                 if cond.attacker == NO_ATTACK and cond.pet != ORIGINAL:
                     loader()  # PET conditions always load: their diagnostics belong in every run's output
-                self._score(cond, shard, loader, out, timings, timed_out)
+                self._score(cond, shard, loader, out, timings, counts, timed_out)
             except StageError as exc:
                 out.scores.clear()
                 out.error = _error(exc.who or (cond.pet, "pet"), exc, shard.index)
@@ -97,12 +100,12 @@ class ShardRunner:
                     out.samples = loader()[:k]
                 except StageError as exc:
                     out.error = _error(exc.who or (cond.pet, "pet"), exc, shard.index)
-        return ShardResult(shard.index, results, dict(timings), timed_out)
+        return ShardResult(shard.index, results, dict(timings), timed_out, dict(counts))
 
     # ---- images
 
     def _images(self, cond: ConditionSpec, shard: Shard, images: dict[str, np.ndarray], originals, out: ConditionShard,
-                timings: dict[str, float]):
+                timings: dict[str, float], counts: dict[str, int]):
         """A loader for this condition's images on the shard: from memory, the cache, or computed."""
         if cond.pet == ORIGINAL and cond.attacker == NO_ATTACK:
             return originals
@@ -155,6 +158,7 @@ class ShardRunner:
                 raise StageError(exc.message, who) from None
             y = resize(y.float(), x.shape[-1])
             timings[f"{kind}:{spec}"] += time.perf_counter() - t0
+            counts[f"{kind}:{spec}"] += len(recs)
             if diags and len(diags) != len(recs):
                 raise StageError(f"{spec} returned {len(diags)} diagnostics for {len(recs)} images", who)
             u8 = tensor_to_uint8(y)
@@ -172,7 +176,7 @@ class ShardRunner:
     # ---- scores
 
     def _score(self, cond: ConditionSpec, shard: Shard, loader, out: ConditionShard, timings: dict[str, float],
-               timed_out: list[tuple[str, str]]) -> None:
+               counts: dict[str, int], timed_out: list[tuple[str, str]]) -> None:
         keys = self.plan.score_keys(cond, shard)
         plugins = {f"{kind}:{spec}": (kind, spec, p) for (kind, spec), p in self.evaluators.items()}
         for label, p in self.informed.get(cond.key, {}).items():
@@ -199,6 +203,7 @@ class ShardRunner:
                 arr = check_scores(guarded(lambda: method(x), who, self.timeout), len(u8), f"{spec}.{spec_of_kind.method}",
                                    probability=spec_of_kind.output == "probability", unit_norm=spec_of_kind.output == "unit-norm")
                 timings[f"score:{spec}"] += time.perf_counter() - t0
+                counts[f"score:{spec}"] += len(u8)
             except StageError as exc:
                 if exc.who is not None and exc.who != who:  # the images failed, not the evaluator
                     raise
