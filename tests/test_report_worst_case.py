@@ -11,7 +11,7 @@ import pytest
 
 from sbpet_bench.api import TIERS
 from sbpet_bench.report import build_leaderboard, write_reports
-from sbpet_bench.report.tradeoff import tradeoff
+from sbpet_bench.report.tradeoff import describe, tradeoff
 from test_report import make_table2_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +213,23 @@ def test_the_metric_plugins_output_feeds_the_headline(tmp_path):
     assert not rows["blur"].cells["eer@ver[protected-vs-original]"].in_sample
     assert rows["pridss"].cells["heldout_eer"].by == "ver-heldout"
     assert "≈" not in rows["original"].cells["worst_privacy_auc"].text()  # the originals' gender is plain to see
+
+
+def test_equal_privacy_is_read_on_a_held_out_verifier_when_the_run_has_one():
+    def cond(pet, worst, own_eer, held_eer):
+        c = _cond(pet, worst, worst, own_eer)
+        c["metrics"][2]["evaluator"] = "a-internal"  # sorts first: the old choice
+        c["metrics"] += [{"metric": "eer", "value": held_eer, "evaluator": "b-held", "protocol": "protected-vs-original",
+                          "higher_is_better": False},
+                         {"metric": "worst_eer", "value": max(own_eer, held_eer), "evaluator": "a-internal", "protocol": "",
+                          "higher_is_better": False, "extra": {"heldout_verifiers": ["b-held"], "in_sample_verifiers": ["a-internal"]}}]
+        return c
+
+    results = {"config": {}, "conditions": [cond("blur[sigma=1]", 0.95, 0.02, 0.04), cond("blur[sigma=4]", 0.85, 0.2, 0.4),
+                                            cond("pet", 0.9, 0.01, 0.30)]}
+    t = tradeoff(results)
+    assert t.verifier == "b-held" and "eer@b-held[protected-vs-original] (held out" in describe(t)
+    (c,) = t.comparisons
+    assert (c.eer, c.curve_eer) == (0.30, pytest.approx(0.22)) and not c.dominates  # in-sample it would have "won"
+    results["conditions"] = [{**c, "metrics": [m for m in c["metrics"] if m["metric"] != "worst_eer"]} for c in results["conditions"]]
+    assert tradeoff(results).verifier == "a-internal"  # no held-out information: the first verifier, as before

@@ -77,6 +77,7 @@ class Tradeoff:
     realism_evaluator: str | None
     points: tuple[Point, ...]
     comparisons: tuple[Comparison, ...]
+    verifier_heldout: bool = False  # no PET of the run uses the verifier internally
 
     def curves(self) -> dict[str, list[Point]]:
         return curves(self.points)
@@ -156,6 +157,22 @@ def _values(results: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, flo
             for metric, by_cond in condition_values(results).items()}
 
 
+def heldout_verifiers(results: dict[str, Any]) -> set[str]:
+    """Verifiers that no PET of the run uses internally (``worst_eer``'s ``heldout_verifiers``; merged runs: all)."""
+    found: set[str] = set()
+    for cond in results.get("conditions", []):
+        for m in cond.get("metrics", []):
+            if m.get("metric") == "worst_eer":
+                found.update((m.get("extra") or {}).get("heldout_verifiers") or [])
+    return found
+
+
+def verifier_order(results: dict[str, Any], names) -> list[str]:
+    """``names`` with the held-out verifiers first: a PET's own recogniser judges its identity in-sample."""
+    held = heldout_verifiers(results)
+    return sorted(names, key=lambda v: (v not in held, v))
+
+
 def interpolate(curve: list[Point], x: float, attr: str) -> float | None:
     """The curve's ``attr`` at privacy AUC ``x`` (linear between neighbouring variants); None outside its range."""
     xs = np.array([p.privacy_auc for p in curve])
@@ -167,14 +184,14 @@ def interpolate(curve: list[Point], x: float, attr: str) -> float | None:
 
 def tradeoff(results: dict[str, Any], privacy_by: str | None = None) -> Tradeoff | None:
     """Points and equal-privacy comparisons for the worst case (or ``privacy_by``; older runs: the first
-    classifier), the first verifier and the first realism measure found."""
+    classifier), the first held-out verifier (else the first verifier) and the first realism measure found."""
     values = _values(results)
     sources = privacy_sources(values, privacy_by)
     eers = {(e, p) for (m, e, p) in values if m == "eer"}
     protocol = next((p for p in EER_PROTOCOLS if any(q == p for _, q in eers)), None)
     if not sources or protocol is None:
         return None
-    clf, ver = sources[0], sorted(e for e, p in eers if p == protocol)[0]
+    clf, ver = sources[0], verifier_order(results, {e for e, p in eers if p == protocol})[0]
     realism = next(((m, e) for m in REALISM_METRICS for (mm, e, _) in sorted(values) if mm == m), (None, None))
     auc, eer = values[privacy_key(clf)], values[("eer", ver, protocol)]
     real = values.get((realism[0], realism[1], ""), {}) if realism[0] else {}
@@ -188,14 +205,16 @@ def tradeoff(results: dict[str, Any], privacy_by: str | None = None) -> Tradeoff
             if curve_eer is not None:
                 comparisons.append(Comparison(p.pet, name, p.privacy_auc, p.eer, curve_eer, p.realism,
                                               interpolate(curve, p.privacy_auc, "realism")))
-    return Tradeoff(clf, ver, protocol, realism[0], realism[1], points, tuple(comparisons))
+    return Tradeoff(clf, ver, protocol, realism[0], realism[1], points, tuple(comparisons),
+                    verifier_heldout=ver in heldout_verifiers(results))
 
 
 def describe(t: Tradeoff) -> str:
     """One sentence saying what the comparison table measures."""
     real = f", {t.realism_metric}@{t.realism_evaluator}" if t.realism_metric else ""
     return (f"Each PET against the other PETs' trade-off curves (their variants in this run), interpolated to the PET's own "
-            f"privacy AUC ({t.privacy_name}); compared: eer@{t.verifier}[{t.protocol}]{real}. "
+            f"privacy AUC ({t.privacy_name}); compared: eer@{t.verifier}[{t.protocol}]"
+            f"{' (held out: no PET of the run uses it)' if t.verifier_heldout else ''}{real}. "
             f"Lower is better for both; 'dominates' = lower EER and better (or unmeasured) realism.")
 
 
