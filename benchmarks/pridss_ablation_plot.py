@@ -18,8 +18,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = [("privacy_auc", "gender", "privacy AUC ↓"), ("eer", "verification", "EER ↓"), ("kid", "realism", "KID ↓"),
-          ("frechet_proxy", "realism", "Fréchet proxy ↓")]
+def _metric(cond: dict, name: str, evaluator: str | None = None) -> dict | None:
+    return next((m for m in cond["metrics"] if m["metric"] == name and m["value"] is not None
+                 and (evaluator is None or m.get("evaluator") == evaluator)), None)
+
+
+def _heldout_eer(cond: dict) -> float | None:
+    """The worst EER among the verifiers no PET of the run uses (PriDSS's own recogniser is in-sample)."""
+    worst = _metric(cond, "worst_eer")
+    held = (worst or {}).get("extra", {}).get("heldout_eer")
+    return held["value"] if held else None
+
+
+def _value(cond: dict, name: str, evaluator: str | None = None) -> float | None:
+    m = _metric(cond, name, evaluator)
+    return m["value"] if m else None
+
+
+# (column, title, value of a condition): the headline worst case, the one classifier the earlier
+# publication used, identity by a held-out verifier, realism on a featurizer that is not a recogniser.
+PANELS = [("worst_privacy_auc", "worst privacy AUC ↓", lambda c: _value(c, "worst_privacy_auc")),
+          ("privacy_auc_faceapi_gender", "privacy AUC, faceapi-gender ↓", lambda c: _value(c, "privacy_auc", "faceapi-gender")),
+          ("heldout_eer", "held-out EER ↓", _heldout_eer),
+          ("kid", "KID (hm-antispoof) ↓", lambda c: _value(c, "kid", "hm-antispoof"))]
 
 
 def collect(results: dict) -> dict[int, dict[str, float]]:
@@ -28,13 +49,8 @@ def collect(results: dict) -> dict[int, dict[str, float]]:
         match = re.fullmatch(r"pridss\[(?:.*,)?m=(\d+)(?:,.*)?\]", cond["pet"])
         if not match or cond["attacker"] != "none" or cond["status"] != "ok":
             continue
-        values: dict[str, float] = {}
-        for m in cond["metrics"]:
-            if m["metric"] in {p[0] for p in PANELS} and m["metric"] not in values and m["value"] is not None:
-                if m["metric"] == "eer" and m.get("protocol") != "protected-vs-original":
-                    continue
-                values[m["metric"]] = m["value"]
-        rows[int(match.group(1))] = values
+        values = {column: read(cond) for column, _, read in PANELS}
+        rows[int(match.group(1))] = {k: v for k, v in values.items() if v is not None}
     return dict(sorted(rows.items()))
 
 
@@ -51,7 +67,7 @@ def main() -> None:
     for m, values in rows.items():
         print(f"{m}\t" + "\t".join(f"{values.get(p[0], float('nan')):.4f}" for p in PANELS))
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for ax, (metric, _, label) in zip(axes, PANELS):
+    for ax, (metric, label, _) in zip(axes, PANELS):
         ms = [m for m in rows if metric in rows[m]]
         ax.plot(ms, [rows[m][metric] for m in ms], "o-")
         ax.set_xscale("log")
