@@ -276,15 +276,18 @@ def privacy_utility_figures(results: dict[str, Any], max_figures: int = 6, priva
     """Privacy AUC (x: the worst case, or ``privacy_by``) against EER (y) per verifier x protocol: a point per PET
     and a line through the variants of one PET (its trade-off curve); then one figure (first protocol, first
     verifier with attacked conditions) with an arrow to each attack on a PET."""
-    from .tradeoff import EER_PROTOCOLS, condition_values, family, privacy_key, privacy_sources, verifier_order
+    from .tradeoff import (EER_PROTOCOLS, condition_values, family, heldout_verifiers, privacy_key, privacy_sources,
+                           verifier_order)
 
     values = condition_values(results, ("privacy_auc", "worst_privacy_auc", "eer"))
     sources = privacy_sources(values, privacy_by)
     present = {p for (metric, _, p) in values if metric == "eer"}
     protocols = [p for p in EER_PROTOCOLS if p in present] + sorted(p for p in present - set(EER_PROTOCOLS) if "@" not in p)
 
+    held = heldout_verifiers(results)
+
     def verifiers(protocol: str) -> list[str]:  # held-out verifiers first: the figure cap keeps them
-        return verifier_order(results, {e for (metric, e, p) in values if metric == "eer" and p == protocol})
+        return verifier_order({e for (metric, e, p) in values if metric == "eer" and p == protocol}, held)
 
     def unattacked(k) -> bool:
         return k[1] in ("", "none")

@@ -167,9 +167,8 @@ def heldout_verifiers(results: dict[str, Any]) -> set[str]:
     return found
 
 
-def verifier_order(results: dict[str, Any], names) -> list[str]:
-    """``names`` with the held-out verifiers first: a PET's own recogniser judges its identity in-sample."""
-    held = heldout_verifiers(results)
+def verifier_order(names, held: set[str]) -> list[str]:
+    """``names`` with the ``held`` (held-out) verifiers first: a PET's own recogniser judges its identity in-sample."""
     return sorted(names, key=lambda v: (v not in held, v))
 
 
@@ -191,7 +190,8 @@ def tradeoff(results: dict[str, Any], privacy_by: str | None = None) -> Tradeoff
     protocol = next((p for p in EER_PROTOCOLS if any(q == p for _, q in eers)), None)
     if not sources or protocol is None:
         return None
-    clf, ver = sources[0], verifier_order(results, {e for e, p in eers if p == protocol})[0]
+    held = heldout_verifiers(results)
+    clf, ver = sources[0], verifier_order({e for e, p in eers if p == protocol}, held)[0]
     realism = next(((m, e) for m in REALISM_METRICS for (mm, e, _) in sorted(values) if mm == m), (None, None))
     auc, eer = values[privacy_key(clf)], values[("eer", ver, protocol)]
     real = values.get((realism[0], realism[1], ""), {}) if realism[0] else {}
@@ -206,7 +206,7 @@ def tradeoff(results: dict[str, Any], privacy_by: str | None = None) -> Tradeoff
                 comparisons.append(Comparison(p.pet, name, p.privacy_auc, p.eer, curve_eer, p.realism,
                                               interpolate(curve, p.privacy_auc, "realism")))
     return Tradeoff(clf, ver, protocol, realism[0], realism[1], points, tuple(comparisons),
-                    verifier_heldout=ver in heldout_verifiers(results))
+                    verifier_heldout=ver in held)
 
 
 def describe(t: Tradeoff) -> str:
