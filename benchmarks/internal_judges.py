@@ -1,5 +1,5 @@
 """How the PET benchmarks judge a setting with a PET's internal models only (imported by pridss_defaults.py and
-privacynet_budget.py; not a script).
+privacynet_budget.py and informed_recipes.py; not a script).
 
 Defaults are never tuned on the leaderboard's evaluators, so both benchmarks score protected training faces with
 the same three judges built from the PET's own recogniser's embeddings: a folded privacy AUC, logistic-regression
@@ -14,6 +14,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import GroupKFold
+
+from sbpet_bench.config import build_config
+from sbpet_bench.pipeline import training_split
 
 
 def folded_auc(genders: np.ndarray, p_male: np.ndarray) -> float:
@@ -50,3 +53,29 @@ def eer_protected_vs_original(protected: torch.Tensor, original: torch.Tensor, i
     fnr = 1 - tpr
     i = int(np.argmin(np.abs(fnr - fpr)))
     return float((fnr[i] + fpr[i]) / 2)
+
+
+def training_split_parts(args, work: str):
+    """Fitting and held-out parts of the harness's training split, identity-disjoint, gender-balanced.
+
+    The split is the one ``sbpet run --data DATA --per-class N`` trains on (evaluation identities, dev and
+    test, are never in it), so the held-out faces judge a setting without touching the evaluation sample.
+    """
+    cfg = build_config(None, {"data": args.data, "per_class": args.split_per_class, "out": f"{work}/run",
+                              "cache_dir": f"{work}/cache", "quiet": True, "device": args.device})
+    split = training_split(cfg)
+    by_identity = split.by_identity("train")
+    order = np.random.default_rng(0).permutation(list(by_identity))
+    held, fit = [], []
+    counts = {"held": [0, 0], "fit": [0, 0]}
+    for identity in order:  # whole identities go to one part: the held-out people are unseen in fitting
+        recs = by_identity[identity]
+        part = "held" if min(counts["held"]) < args.held_out_per_class else "fit"
+        target, quota = (held, args.held_out_per_class) if part == "held" else (fit, args.per_class)
+        for rec in recs:
+            if counts[part][rec.gender] < quota:
+                target.append(rec)
+                counts[part][rec.gender] += 1
+    print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(split.train)} faces; "
+          f"fitting part {counts['fit']} and held-out part {counts['held']} (female, male), identity-disjoint")
+    return split.face_set(fit), split.face_set(held)

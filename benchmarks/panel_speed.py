@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sbpet_bench.allocator import keep_freed_memory
 from sbpet_bench.api import resize
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
@@ -101,9 +102,12 @@ def main() -> None:
     parser.add_argument("--baseline", default="", help="git revision whose plugins to time alongside (e.g. HEAD)")
     parser.add_argument("--only", default="", help="comma-separated evaluator names (default: the whole panel)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--allocator-default", action="store_true", help="leave glibc's heap top pad as it is "
+                        "(default: the 1 GiB pad that sbpet run sets, sbpet_bench/allocator.py)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    padded = not args.allocator_default and keep_freed_memory()
 
     registry = load_registry()
     store = ModelStore(None, registry.assets)
@@ -123,7 +127,8 @@ def main() -> None:
                                     for kind, name, plugin in current]
 
     print(f"{len(images)} LFW3D images in shards of {args.batch}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average before: {load_average()}", flush=True)
+          f"{torch.get_num_threads()} threads; glibc heap top pad {'1 GiB (as sbpet run)' if padded else 'default'}; "
+          f"load average before: {load_average()}", flush=True)
     best: dict[str, dict[str, float]] = {v: {} for v in variants}
     best_cpu: dict[str, dict[str, float]] = {v: {} for v in variants}
     outputs: dict[str, dict[str, np.ndarray]] = {}

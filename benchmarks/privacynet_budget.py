@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes
+from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes, training_split_parts
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import load_lfw3d_sample, make_context
@@ -115,35 +115,6 @@ def time_steps(args, options: dict, plugins: dict, train, work: str) -> None:
               f"{args.rounds} rounds of {args.time_steps} steps); {w / base:.2f}x of the first variant's wall time")
     print(f"load average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}; "
           f"after {', '.join(f'{v:.2f}' for v in load_after)}; {os.cpu_count()} CPUs")
-
-
-def training_split_parts(args, work: str):
-    """Fitting and held-out parts of the harness's training split, identity-disjoint, gender-balanced.
-
-    The split is the one ``sbpet run --data DATA --per-class N`` trains on (evaluation identities, dev and
-    test, are never in it), so the held-out faces judge a setting without touching the evaluation sample.
-    """
-    from sbpet_bench.config import build_config
-    from sbpet_bench.pipeline import training_split
-
-    cfg = build_config(None, {"data": args.data, "per_class": args.split_per_class, "out": f"{work}/run",
-                              "cache_dir": f"{work}/cache", "quiet": True, "device": args.device})
-    split = training_split(cfg)
-    by_identity = split.by_identity("train")
-    order = np.random.default_rng(0).permutation(list(by_identity))
-    held, fit = [], []
-    counts = {"held": [0, 0], "fit": [0, 0]}
-    for identity in order:  # whole identities go to one part: the held-out people are unseen in fitting
-        recs = by_identity[identity]
-        part = "held" if min(counts["held"]) < args.held_out_per_class else "fit"
-        target, quota = (held, args.held_out_per_class) if part == "held" else (fit, args.per_class)
-        for rec in recs:
-            if counts[part][rec.gender] < quota:
-                target.append(rec)
-                counts[part][rec.gender] += 1
-    print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(split.train)} faces; "
-          f"fitting part {counts['fit']} and held-out part {counts['held']} (female, male), identity-disjoint")
-    return split.face_set(fit), split.face_set(held)
 
 
 def main() -> None:

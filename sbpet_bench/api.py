@@ -145,6 +145,9 @@ class Option:
     choices: tuple[Any, ...] | None = None
     min: float | None = None  # inclusive bounds for numeric options; None = unbounded
     max: float | None = None
+    # False for an option added after a plugin's results were cached: at its default it stays out of the
+    # plugin's cache key (and so out of every dependent's), so adding it keeps every cached result
+    keyed_at_default: bool = True
 
     @property
     def value_type(self) -> type:

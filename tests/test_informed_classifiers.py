@@ -1,4 +1,4 @@
-"""The informed tier's trainable classifiers: faceapi-gender-ft's shared frozen maps, early stopping of both."""
+"""The informed tier's trainable classifiers: faceapi-gender-ft's shared frozen maps, early stopping and bfloat16 training of both."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from sbpet_bench.testing import load_lfw3d_sample, make_context
 from sbpet_faceapi import finetune
-from sbpet_faceapi.finetune import ExitHead, FaceApiGenderFinetuned, MapCache, content_key
+from sbpet_bench.pipeline.host import keyed_options
+from sbpet_bench.plugins import load_registry
+from sbpet_faceapi.finetune import ExitHead, FaceApiGenderFinetuned, MapCache, content_key, rows
 from sbpet_weightfree.cnn import CnnGender, identity_fold
 from synthetic_faces import tinted
 
@@ -65,6 +67,8 @@ def test_exit_head_pools_like_the_network_and_samples_positions():
     some = torch.tensor([0, 10, 48])
     picked = F.relu(F.conv2d(maps, head.pointwise, head.bias)).flatten(2)[:, :, some].mean(2)
     assert torch.allclose(head(maps, some), head.gender(picked), atol=1e-5)
+    assert torch.equal(head(rows(maps), some), head(maps, some))  # the fit's precomputed layout is the same input
+    assert rows(maps)[1, 7 * 2 + 3].tolist() == maps[1, :, 2, 3].tolist()  # row p = map position (p // 7, p % 7)
 
 
 def test_cnn_holdout_stops_early_and_still_learns(tmp_path, monkeypatch):
@@ -94,6 +98,29 @@ def test_cnn_without_holdout_trains_as_before(tmp_path):
     a.fit(train)
     b.fit(train)
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_cnn_trains_in_bfloat16_and_float32_stays_the_default_recipe(tmp_path):
+    train, test = tinted(160, seed=0), tinted(60, seed=5).all()
+    opts = {"width": 8, "epochs": 6, "batch_size": 16}
+    default = CnnGender(opts, make_context(tmp_path / "a", seed=2))
+    explicit = CnnGender({**opts, "precision": "float32"}, make_context(tmp_path / "b", seed=2))
+    fast = CnnGender({**opts, "precision": "bfloat16"}, make_context(tmp_path / "c", seed=2))
+    for clf in (default, explicit, fast):
+        clf.fit(train)
+    assert all(torch.equal(default.state_dict()[k], explicit.state_dict()[k]) for k in default.state_dict())
+    assert any(not torch.equal(default.state_dict()[k], fast.state_dict()[k]) for k in default.state_dict())
+    assert all(v.dtype == torch.float32 for v in fast.state_dict().values() if v.is_floating_point())  # weights stay float32
+    assert fast.predict_male(test.images).dtype == torch.float32
+    assert roc_auc_score(test.genders.numpy(), fast.predict_male(test.images).numpy()) > 0.9
+
+
+def test_precision_enters_cnn_genders_key_only_away_from_its_default():
+    """Added after PrivacyNet's results were cached (PrivacyNet trains against cnn-gender): at float32 every key stays."""
+    entry = load_registry().get("classifier", "cnn-gender")
+    at_default = keyed_options(entry, entry.parse_options({}))
+    assert "precision" not in at_default and "epochs" in at_default  # ordinary options are keyed at their default
+    assert keyed_options(entry, entry.parse_options({"precision": "bfloat16"}))["precision"] == "bfloat16"
 
 
 # ------------------------------------------------------------------ faceapi-gender-ft on LFW3D (needs the weights)
@@ -139,3 +166,7 @@ def test_finetuned_reuses_frozen_maps_and_learns_gender(faceapi_context, lfw3d, 
     restored.load_state_dict(first.state_dict())
     finetune.MAPS = MapCache(1 << 28)  # a cold cache gives the same scores: the cache changes the cost only
     assert torch.allclose(restored.predict_male(x.images), p, atol=1e-6)
+    fast = FaceApiGenderFinetuned({**opts, "precision": "bfloat16"}, faceapi_context(tmp_path / "d"))
+    fast.fit(train)  # the head's products in bfloat16: a different state, as good a classifier
+    assert any(not torch.equal(fast.state_dict()[k], first.state_dict()[k]) for k in first.state_dict())
+    assert roc_auc_score(x.genders.numpy(), fast.predict_male(x.images).numpy()) > 0.9

@@ -48,6 +48,16 @@ def _jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.pad(x, (pad,) * 4, mode="replicate")[..., dy:dy + h, dx:dx + w]
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def training_precision(name: str, device: torch.device) -> tuple[torch.autocast, torch.memory_format]:
+    """The autocast context and memory format of one training step under ``precision`` ``name``."""
+    fast = name == "bfloat16"
+    return (torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast),
+            torch.channels_last if fast else torch.contiguous_format)
+
+
 def identity_fold(identities: list[str], fraction: float) -> torch.Tensor:
     """(B,) bool: the identities in the held-out fold (a stable hash of the name, so a person is in one fold)."""
     cut = int(fraction * 2**32)
@@ -70,6 +80,11 @@ class CnnGender(GenderClassifier):
         "holdout": Option(0.0, "fraction of the training identities held out to stop training early (0: every epoch)",
                           min=0.0, max=0.5),
         "patience": Option(2, "epochs without a better held-out loss before training stops (with holdout)", min=1),
+        # bfloat16 runs the training steps' convolutions in bfloat16 (channels-last, float32 weights and loss):
+        # about 1.9x faster on CPUs with bf16 matrix units (AMX); the informed tier uses it. float32 is the
+        # recipe PrivacyNet's auxiliary classifier was tuned with, bit for bit, so the option is not keyed there.
+        "precision": Option("float32", "arithmetic of the training steps (scoring is float32 either way)",
+                            choices=PRECISIONS, keyed_at_default=False),
     }
 
     def __init__(self, options: Mapping | None, context: PluginContext):
@@ -96,6 +111,8 @@ class CnnGender(GenderClassifier):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = GenderCnn(int(self.opts["width"])).to(self.device)
+        autocast, layout = training_precision(self.opts["precision"], self.device)
+        net = net.to(memory_format=layout)
         bs, epochs = int(self.opts["batch_size"]), int(self.opts["epochs"])
         opt = torch.optim.Adam(net.parameters(), lr=float(self.opts["lr"]), weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(self.opts["lr"]), total_steps=epochs * -(-len(x) // bs))
@@ -108,8 +125,10 @@ class CnnGender(GenderClassifier):
             order = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), bs):
                 idx = order[i:i + bs]
-                logits = net(_jitter(x[idx], gen).to(self.device))
-                loss = F.binary_cross_entropy_with_logits(logits, y[idx].to(self.device), pos_weight=pos_weight)
+                batch = _jitter(x[idx], gen).to(self.device)
+                with autocast:
+                    logits = net(batch if layout is torch.contiguous_format else batch.contiguous(memory_format=layout))
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y[idx].to(self.device), pos_weight=pos_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -129,7 +148,7 @@ class CnnGender(GenderClassifier):
         opt.zero_grad(set_to_none=True)
         if best is not None:
             net.load_state_dict(best)
-        self.net = net.eval().requires_grad_(False)
+        self.net = net.to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.net is None:

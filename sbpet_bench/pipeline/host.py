@@ -27,6 +27,13 @@ from ..progress import Reporter
 from .checks import StageError, guarded, parse_spec
 
 
+def keyed_options(entry: PluginEntry, options: dict[str, Any]) -> dict[str, Any]:
+    """The options that enter a cache key: all but those declared ``keyed_at_default=False`` left at their default."""
+    declared = entry.cls.options
+    return {k: v for k, v in options.items()
+            if k not in declared or declared[k].keyed_at_default or v != declared[k].default}
+
+
 def standalone_context(cache: Cache, key: str, seed: int, log: Any, model_path: Any) -> PluginContext:
     """The context of a plugin that the harness uses outside a host, before the run has a split or a device:
     a dataset source detecting and reading the data. The CPU, the run's seed, a work folder of its own, and no
@@ -80,7 +87,7 @@ class PluginHost:
         deps = [self._key(*self.resolve(d.kind, d.name, dict(d.options)), None, (*_seen, me))
                 for d in self.dependencies(entry, options)]
         fit_part = (train_fp or self.split_fp) if entry.cls.fits else None
-        parts: list[Any] = [entry.kind, entry.name, entry.version, options if hashed is None else hashed,
+        parts: list[Any] = [entry.kind, entry.name, entry.version, keyed_options(entry, options if hashed is None else hashed),
                             self.model_hashes(entry), fit_part,
                             self.cfg.seed, self.image_size]
         if deps:  # appended only when present, so plugins without dependencies keep their keys

@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+from ..allocator import keep_freed_memory
 from ..api import FaceRecord
 from ..config import ConfigError, RunConfig
 from .plan import Plan
@@ -92,6 +93,7 @@ class Threads:
             else:
                 threadpool_limits(limits=dict(self.pools))
         torch.set_num_threads(self.torch)
+        keep_freed_memory()  # as the driver does (allocator.py)
         if torch.get_num_interop_threads() != self.interop:
             try:
                 torch.set_num_interop_threads(self.interop)

@@ -30,6 +30,7 @@ import torch
 from rich.markup import escape
 
 from .. import __version__
+from ..allocator import keep_freed_memory
 from ..api import NO_ATTACK, FaceRecord, ORIGINAL, TIER_OFF_THE_SHELF, TIER_RECOVERY, condition_label
 from ..cache import Cache, stable_hash
 from ..config import ConfigError, RunConfig
@@ -416,6 +417,7 @@ class Run:
     def execute(self) -> dict[str, Any]:
         cfg = self.cfg
         started = time.perf_counter()
+        keep_freed_memory()  # batches reuse the memory the previous batch freed (allocator.py says why)
         self.check_names()  # names and every plugin option, then the paths and their layouts: all before any data is read
         for flag, path in (("--data", cfg.data), ("--train-data", cfg.train_data)):
             if path:
