@@ -123,7 +123,7 @@ class FaceApiGenderFinetuned(GenderClassifier):
                           min=0.0, max=0.5),
         "patience": Option(2, "epochs without a better held-out loss before training stops", min=1),
         # bfloat16: the head's matrix products in bfloat16 during training (float32 weights, loss and frozen
-        # maps), about 2.4x faster on CPUs with bf16 matrix units (AMX); scoring is float32 either way
+        # maps), 0.65x the fit time on this CPU's bf16 units (benchmarks/informed_recipes.py); scoring is float32
         "precision": Option("float32", "arithmetic of the training steps", choices=("float32", "bfloat16")),
     }
     models = AGE_GENDER

@@ -81,8 +81,9 @@ class CnnGender(GenderClassifier):
                           min=0.0, max=0.5),
         "patience": Option(2, "epochs without a better held-out loss before training stops (with holdout)", min=1),
         # bfloat16 runs the training steps' convolutions in bfloat16 (channels-last, float32 weights and loss):
-        # about 1.9x faster on CPUs with bf16 matrix units (AMX); the informed tier uses it. float32 is the
-        # recipe PrivacyNet's auxiliary classifier was tuned with, bit for bit, so the option is not keyed there.
+        # 0.65x the fit time on this CPU's bf16 units (benchmarks/informed_recipes.py); the informed tier uses
+        # it. float32 is the recipe PrivacyNet's auxiliary classifier was tuned with, bit for bit: at that
+        # default the option stays out of the cache key, so PrivacyNet's cached results keep their keys.
         "precision": Option("float32", "arithmetic of the training steps (scoring is float32 either way)",
                             choices=PRECISIONS, keyed_at_default=False),
     }
