@@ -16,7 +16,7 @@ evaluation identities, dev and test, are never in it), cut into an identity-disj
 (``--held-out-per-class``). No reported number is computed on the evaluation sample.
 
 Columns: fit seconds (wall, with the load average), then the folded privacy AUC max(AUC, 1 - AUC) on the
-held-out protected faces with its bootstrap standard error (faces resampled). Seeds (``--seeds``) give the
+held-out protected faces with its bootstrap standard error (faces resampled within each gender). Seeds (``--seeds``) give the
 spread that training alone has: a recipe is as strong as another when its AUCs are within that spread.
 """
 
@@ -30,15 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
-from internal_judges import training_split_parts
+from internal_judges import folded_auc, parse_variant, training_split_parts
 from sbpet_bench.api import FaceBatch
 from sbpet_bench.images import tensor_to_uint8
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.pipeline.informed import ArrayFaceSet
 from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import make_context
+from sbpet_metrics.auc import bootstrap_auc, fold
 
 DEFAULT_RECIPES = (
     "cnn-fp32:cnn-gender:",
@@ -49,8 +49,10 @@ DEFAULT_RECIPES = (
 
 
 def parse_recipe(text: str) -> tuple[str, str, dict[str, str]]:
-    name, classifier, opts = (text.split(":", 2) + [""])[:3]
-    return name, classifier, dict(o.split("=", 1) for o in opts.split(",") if o)
+    """``NAME:classifier:key=value,...`` -> (NAME, classifier, {key: value})."""
+    label, _, rest = text.partition(":")
+    classifier, options = parse_variant(rest)
+    return label, classifier, options
 
 
 def decoded(faces) -> np.ndarray:
@@ -71,14 +73,8 @@ def protected(pet, faces, images: np.ndarray) -> np.ndarray:
 
 
 def folded_auc_se(y: np.ndarray, p: np.ndarray, n_boot: int = 200) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    auc = roc_auc_score(y, p)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            boots.append(roc_auc_score(y[idx], p[idx]))
-    return float(max(auc, 1 - auc)), float(np.std(np.maximum(boots, 1 - np.asarray(boots))))
+    """Folded AUC and the standard deviation of its class-stratified bootstrap (the metrics plugin's resampling)."""
+    return folded_auc(y, p), float(fold(bootstrap_auc(p, y, n_boot, np.random.default_rng(0))).std())
 
 
 def main() -> None:

@@ -79,3 +79,9 @@ def training_split_parts(args, work: str):
     print(f"harness training split of {args.data} at --per-class {args.split_per_class}: {len(split.train)} faces; "
           f"fitting part {counts['fit']} and held-out part {counts['held']} (female, male), identity-disjoint")
     return split.face_set(fit), split.face_set(held)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:key=value,key=value`` -> (NAME, {key: value}): a named setting given on a benchmark's command line."""
+    name, _, spec = text.partition(":")
+    return name, dict(kv.split("=", 1) for kv in spec.split(",") if kv)

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes, training_split_parts
+from internal_judges import eer_protected_vs_original, folded_auc, out_of_fold_probes, parse_variant, training_split_parts
 from sbpet_bench.modelstore import ModelStore
 from sbpet_bench.plugins import load_registry
 from sbpet_bench.testing import load_lfw3d_sample, make_context
@@ -62,12 +62,6 @@ def informed_probe(original: np.ndarray, protected: np.ndarray, genders: np.ndar
                    folds: int = 5) -> dict[str, float]:
     """Privacy AUC of each out-of-fold probe of :func:`internal_judges.out_of_fold_probes`, pooled over the folds."""
     return {k: folded_auc(genders, v) for k, v in out_of_fold_probes(original, protected, genders, identities, folds).items()}
-
-
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """``NAME:key=value,key=value`` (PrivacyNet options, plus ``threads``) -> (NAME, {key: value})."""
-    name, _, spec = text.partition(":")
-    return name, dict(kv.split("=", 1) for kv in spec.split(",") if kv)
 
 
 def time_steps(args, options: dict, plugins: dict, train, work: str) -> None:
