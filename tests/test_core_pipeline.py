@@ -311,13 +311,13 @@ def test_the_plan_is_printed_before_the_first_fit_with_an_estimate_that_counts_f
     run(_cfg(small_data, tmp_path / "a", pets=["identity"], cache_dir=str(cache)), registry=registry)
     assert events[0][0] == "plan" and [e[0] for e in events[1:]].count("plan") == 0  # once, before every fit
     assert {s["stage"]: s["to_run"] for s in events[0][1]}["fit"] == 2 and events[0][2] is None  # no rates yet
+    from sbpet_bench.cache import Cache
+
+    rates = Cache(cache).get_json("timing", "rates")  # what the next plan estimates from (the next run updates them)
     events.clear()
     run(_cfg(small_data, tmp_path / "b", pets=["identity"], cache_dir=str(cache), seed=1), registry=registry)
     (_, stages, estimate), first_fit = events[0], events[1]
     assert first_fit[0] == "fit" and {s["stage"]: s["to_run"] for s in stages}["fit"] == 2  # another seed: refit
-    from sbpet_bench.cache import Cache
-
-    rates = Cache(cache).get_json("timing", "rates")
     fit_part = sum(rate for key, rate in rates.items() if key.startswith("fit:")) * 2 * 40  # 40 + 40 training faces
     assert {"fit:hog-logreg", "fit:pca-pixels"} <= set(rates) and estimate >= fit_part > 0
 
