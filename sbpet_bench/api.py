@@ -14,6 +14,7 @@ options and a :class:`PluginContext`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence
@@ -59,6 +60,7 @@ __all__ = [
     "CROPS",
     "condition_label",
     "resize",
+    "identity_fold",
 ]
 
 MALE = 1
@@ -108,6 +110,19 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
         return images
     out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return out.clamp_(0.0, 1.0)
+
+
+def identity_fold(identities: Sequence[str], fraction: float) -> torch.Tensor:
+    """(B,) bool: the identities in a held-out fold of about ``fraction`` of the people.
+
+    A stable hash of the name decides, so a person is in one fold in every batch, run and plugin that
+    trains on the training split and holds some of it out (early stopping must not see a training face's
+    own identity).
+    """
+    import torch
+
+    cut = int(fraction * 2**32)
+    return torch.tensor([int(hashlib.md5(p.encode()).hexdigest()[:8], 16) < cut for p in identities], dtype=torch.bool)
 
 
 class PluginError(Exception):

@@ -12,7 +12,8 @@ from sbpet_faceapi import finetune
 from sbpet_bench.pipeline.host import keyed_options
 from sbpet_bench.plugins import load_registry
 from sbpet_faceapi.finetune import ExitHead, FaceApiGenderFinetuned, MapCache, content_key, rows
-from sbpet_weightfree.cnn import CnnGender, identity_fold
+from sbpet_bench.api import identity_fold
+from sbpet_weightfree.cnn import CnnGender
 from synthetic_faces import tinted
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sbpet_bench.api import FaceSet, GenderClassifier, Option, PluginContext, PluginError
+from sbpet_bench.api import FaceSet, GenderClassifier, Option, PluginContext, PluginError, identity_fold
 
 from .assets import AGE_GENDER
 from .nets import AgeGenderNet, _same_pad, normalize
@@ -74,12 +74,6 @@ def content_key(images: torch.Tensor, *parts: str) -> str:
     for part in parts:
         digest.update(part.encode())
     return digest.hexdigest()
-
-
-def identity_fold(identities: list[str], fraction: float) -> torch.Tensor:
-    """(B,) bool: the identities in the held-out fold (a stable hash of the name, so a person is in one fold)."""
-    cut = int(fraction * 2**32)
-    return torch.tensor([int(hashlib.md5(p.encode()).hexdigest()[:8], 16) < cut for p in identities], dtype=torch.bool)
 
 
 class ExitHead(nn.Module):

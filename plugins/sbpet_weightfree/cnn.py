@@ -9,14 +9,13 @@ recogniser's embedding — than when they fool one network's blind spots.
 from __future__ import annotations
 
 import copy
-import hashlib
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbpet_bench.api import FaceSet, GenderClassifier, Option, PluginContext, PluginError
+from sbpet_bench.api import FaceSet, GenderClassifier, Option, PluginContext, PluginError, identity_fold
 
 
 class GenderCnn(nn.Module):
@@ -56,12 +55,6 @@ def training_precision(name: str, device: torch.device) -> tuple[torch.autocast,
     fast = name == "bfloat16"
     return (torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast),
             torch.channels_last if fast else torch.contiguous_format)
-
-
-def identity_fold(identities: list[str], fraction: float) -> torch.Tensor:
-    """(B,) bool: the identities in the held-out fold (a stable hash of the name, so a person is in one fold)."""
-    cut = int(fraction * 2**32)
-    return torch.tensor([int(hashlib.md5(p.encode()).hexdigest()[:8], 16) < cut for p in identities], dtype=torch.bool)
 
 
 class CnnGender(GenderClassifier):
