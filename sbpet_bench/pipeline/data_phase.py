@@ -189,22 +189,24 @@ class DataPhase:
         visible part of a fully cached re-run, and the answer is a function of the files' contents."""
         if self.cfg.image_size:
             return working_size(self.records, self.cfg.image_size)
-        key = stable_hash("working-size", self.data_fp)
-        cached = Cache(self.cache.root).get_json("split", key)  # like the split lists: never refreshed
-        if cached:
-            return int(cached["size"]), cached["notice"]
-        size, notice = working_size(self.records)
-        self.cache.put_json("split", key, {"size": size, "notice": notice})
-        return size, notice
+        size_and_notice = self.split_record(stable_hash("working-size", self.data_fp),
+                                            lambda: dict(zip(("size", "notice"), working_size(self.records))))
+        return int(size_and_notice["size"]), size_and_notice["notice"]
 
     def cached_split(self, key: str, make) -> Splits:
-        # Split lists never depend on --refresh: they are a pure function of the data and the spec.
+        return Splits.from_json(json.dumps(self.split_record(key, lambda: json.loads(make().to_json()))))
+
+    def split_record(self, key: str, make) -> dict:
+        """The JSON record under `key` in the cache's split namespace, made and stored on a miss.
+
+        Never refreshed, not even by --refresh: split lists and the working size are pure functions of the
+        data's contents and the spec, so a stored record is always right for its key."""
         cached = Cache(self.cache.root).get_json("split", key)
         if cached:
-            return Splits.from_json(json.dumps(cached))
-        splits = make()
-        self.cache.put_json("split", key, json.loads(splits.to_json()))
-        return splits
+            return cached
+        record = make()
+        self.cache.put_json("split", key, record)
+        return record
 
     def cross_dataset_split(self, spec: SplitSpec) -> Splits:
         """Evaluate on --data, fit PETs, attackers and trained evaluators on --train-data.
